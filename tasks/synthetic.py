@@ -1,0 +1,91 @@
+"""Seeded synthetic tasks for tests and the smoke suite: `source: synthetic:id` or `synthetic:ood`.
+
+The world: a handful of named things, each with a weight; the question asks which is heaviest, the choices are the
+names. With probability `noise` the gold label is replaced by another choice (label noise), so even a perfect model
+is right only ~(1 - noise) of the time and a calibrated one is not confident 1.
+
+`id` uses everyday objects, weights in kg, one short phrasing. `ood` keeps the answer format (pick one of the named
+things) but shifts the surface form: unseen entity names (animals and made-up creatures), weights in grams, other
+phrasings, and filler sentences that lengthen the context.
+
+Card options (defaults): n: 200, seed: 0, num_choices: 4, noise: 0.1. Fully deterministic for a given set.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.types import Example, TaskCard
+
+VARIANTS = ("id", "ood")
+DEFAULTS = {"n": 200, "seed": 0, "num_choices": 4, "noise": 0.1}
+
+ID_ITEMS = (
+    "apple", "book", "brick", "bucket", "chair", "hammer", "kettle", "lamp", "laptop", "melon", "pillow", "pumpkin",
+    "shoe", "suitcase", "table", "toaster", "umbrella", "vase", "wrench", "backpack", "bottle", "guitar", "helmet",
+    "drum",
+)
+OOD_ITEMS = (
+    "otter", "heron", "lynx", "badger", "gecko", "tapir", "ibis", "marmot", "okapi", "quokka", "vole", "wombat",
+    "zorblat", "fennix", "grumlet", "quillon", "snarvik", "tovelin", "brimmock", "yallow",
+)
+OOD_TEMPLATES = (
+    "Of the following creatures, which one has the greatest mass?",
+    "A keeper weighed several animals this morning. Which animal was the heaviest?",
+    "Looking only at the recorded masses, which of these is heaviest?",
+)
+OOD_FILLER = (
+    "The scale was calibrated before use.",
+    "Measurements were taken before feeding.",
+    "Each animal was weighed once.",
+    "The enclosure had been cleaned the day before.",
+    "Records are kept in a ledger by the entrance.",
+)
+
+
+def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, noise: float = 0.1,
+             prefix: str = "synthetic") -> list[Example]:
+    """`n` examples of the `variant` world; example ids are `<prefix>-<i>`."""
+    if variant not in VARIANTS:
+        raise UserError(f"synthetic variant '{variant}' is not known; use synthetic:id or synthetic:ood")
+    items = ID_ITEMS if variant == "id" else OOD_ITEMS
+    if not 2 <= num_choices <= len(items):
+        raise UserError(f"synthetic option num_choices={num_choices} must be between 2 and {len(items)}")
+    if not 0.0 <= noise < 1.0:
+        raise UserError(f"synthetic option noise={noise} must be in [0, 1)")
+    if n < 1:
+        raise UserError(f"synthetic option n={n} must be at least 1")
+    rng = np.random.default_rng([seed, VARIANTS.index(variant)])
+    out = []
+    for i in range(n):
+        names = [items[j] for j in rng.choice(len(items), size=num_choices, replace=False)]
+        weights = rng.choice(np.arange(1, 50), size=num_choices, replace=False)  # distinct: one true answer
+        gold = int(np.argmax(weights))
+        flip = rng.random() < noise
+        other = int(rng.integers(num_choices - 1))
+        if flip:
+            gold = other if other < gold else other + 1
+        if variant == "id":
+            facts = " ".join(f"The {a} weighs {w} kg." for a, w in zip(names, weights))
+            prompt = f"{facts} Which item is the heaviest?"
+        else:
+            facts = [f"The {a} has a mass of {w * 1000} g." for a, w in zip(names, weights)]
+            for _ in range(int(rng.integers(1, 3))):
+                facts.insert(int(rng.integers(len(facts) + 1)), OOD_FILLER[int(rng.integers(len(OOD_FILLER)))])
+            template = OOD_TEMPLATES[int(rng.integers(len(OOD_TEMPLATES)))]
+            prompt = f"{' '.join(facts)} {template}"
+        out.append(Example(id=f"{prefix}-{i}", prompt=prompt, choices=tuple(names), gold=gold))
+    return out
+
+
+def load(card: TaskCard) -> list[Example]:
+    variant = card.source.partition(":")[2].strip()
+    bad = sorted(set(card.options) - set(DEFAULTS))
+    if bad:
+        raise UserError(f"task {card.name}: unknown synthetic option '{bad[0]}'; allowed: {', '.join(DEFAULTS)}")
+    opts = {**DEFAULTS, **card.options}
+    try:
+        n, seed, k, noise = int(opts["n"]), int(opts["seed"]), int(opts["num_choices"]), float(opts["noise"])
+    except (TypeError, ValueError):
+        raise UserError(f"task {card.name}: synthetic options must be numbers, got {card.options}") from None
+    return generate(variant, n=n, seed=seed, num_choices=k, noise=noise, prefix=card.name)

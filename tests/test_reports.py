@@ -1,0 +1,242 @@
+"""Reports from a synthetic run directory: results, leaderboard, figures, HTML, rebuild, and user errors."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from harness.errors import UserError
+from reports import build_report
+from reports.leaderboard import leaderboard_markdown
+from reports.results import COLUMNS, compute_results
+
+METHODS = {"teacher": (2.0, 1.0), "kd": (1.0, 3.0)}  # name: (skill, sharpness); kd is over-confident
+TASKS = {"nli_a": {"domain": "id", "family": "nli"}, "senti_b": {"domain": "ood", "family": "sentiment"}}
+SEEDS = (0, 1)
+N = 80
+
+
+def _predictions(rng: np.random.Generator, skill: float, sharpness: float, n: int = N) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        k = int(rng.integers(3, 5))  # ragged: 3 or 4 choices
+        gold = int(rng.integers(k))
+        logits = rng.normal(0.0, 1.0, k)
+        logits[gold] += skill
+        logits *= sharpness
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        pred = int(np.argmax(probs))
+        rows.append({"example_id": f"ex{i}", "gold": gold, "pred": pred, "confidence": float(probs[pred]),
+                     "probs": probs.tolist(), "correct": pred == gold})
+    return pd.DataFrame(rows)
+
+
+def make_run(root, n_boot: int = 100):
+    rng = np.random.default_rng(12345)
+    manifest = {
+        "suite": "unit", "suite_hash": "ab12cd34ef56",
+        "scoring": {"mode": "letter", "confidence": "option-renormalised probability of the chosen option"},
+        "metrics": {"bins": 10, "equal_mass": False, "n_boot": n_boot},
+        "temperature_scaling": True,
+        "tasks": TASKS,
+        "methods": {m: {} for m in METHODS},
+        "versions": {"numpy": np.__version__, "pandas": pd.__version__},
+        "something_else": [1, 2, 3],
+    }
+    (root / "predictions" / "test").mkdir(parents=True)
+    (root / "predictions" / "val").mkdir(parents=True)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    for method, (skill, sharp) in METHODS.items():
+        for task, meta in TASKS.items():
+            for seed in SEEDS:
+                s = skill if meta["domain"] == "id" else skill / 2
+                name = f"{method}__{task}__s{seed}.parquet"
+                _predictions(rng, s, sharp).to_parquet(root / "predictions" / "test" / name)
+                if meta["domain"] == "id":
+                    _predictions(rng, s, sharp).to_parquet(root / "predictions" / "val" / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("run"))
+    report = build_report(run)
+    return run, report
+
+
+def _table(md: str, heading: str) -> list[list[str]]:
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## ") and heading in line)
+    rows, i = [], start + 1
+    while i < len(lines) and not lines[i].startswith("|"):
+        i += 1
+    while i < len(lines) and lines[i].startswith("|"):
+        rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+        i += 1
+    return [rows[0]] + rows[2:]  # drop the alignment row
+
+
+def test_results_csv_columns_and_rows(built):
+    run, _ = built
+    df = pd.read_csv(run / "results.csv")
+    assert tuple(df.columns) == COLUMNS
+    assert len(df) == len(METHODS) * len(TASKS) * len(SEEDS) * 2  # plain + `+ts`
+    keys = list(zip(df["method"], df["task"], df["seed"]))
+    assert keys == sorted(keys)
+    assert set(df["config_hash"]) == {"ab12cd34ef56"} and set(df["suite"]) == {"unit"}
+    assert (df["n"] == N).all()
+    assert ((df["acc_lo"] <= df["acc"] + 1e-12) & (df["acc"] <= df["acc_hi"] + 1e-12)).all()
+    assert (df["ece_lo"] <= df["ece_hi"]).all()  # ECE's point estimate may sit outside its percentile CI
+    # plain accuracy is exactly the stored per-example correctness
+    plain = df[~df["method"].str.endswith("+ts")]
+    for r in plain.itertuples():
+        stored = pd.read_parquet(run / "predictions" / "test" / f"{r.method}__{r.task}__s{r.seed}.parquet")
+        assert r.acc == pytest.approx(stored["correct"].mean())
+        assert math.isnan(r.temperature)
+
+
+def test_ts_rows_have_temperature_and_same_accuracy(built):
+    run, _ = built
+    df = pd.read_csv(run / "results.csv")
+    ts = df[df["method"].str.endswith("+ts")]
+    assert sorted(set(ts["method"])) == ["kd+ts", "teacher+ts"]
+    assert set(ts["task"]) == set(TASKS)  # applied to OOD tasks too
+    assert (ts["temperature"] > 0).all() and np.isfinite(ts["temperature"]).all()
+    # one temperature per (method, seed), shared by its tasks
+    assert (ts.groupby(["method", "seed"])["temperature"].nunique() == 1).all()
+    # the over-confident method is cooled down (T > 1)
+    assert (ts[ts["method"] == "kd+ts"]["temperature"] > 1).all()
+    plain = df[~df["method"].str.endswith("+ts")].assign(method=lambda d: d["method"] + "+ts")
+    merged = ts.merge(plain, on=["method", "task", "seed"], suffixes=("", "_plain"))
+    assert len(merged) == len(ts)
+    assert np.allclose(merged["acc"], merged["acc_plain"])
+    # paired bootstrap: X+ts reuses X's resamples, so the accuracy intervals match too
+    assert np.allclose(merged["acc_lo"], merged["acc_lo_plain"]) and np.allclose(merged["acc_hi"], merged["acc_hi_plain"])
+    assert not np.allclose(merged["ece"], merged["ece_plain"])
+
+
+def test_leaderboard_shape_and_pinned_cell(built):
+    run, _ = built
+    md = (run / "leaderboard.md").read_text(encoding="utf-8")
+    assert "unit" in md and "letter" in md and "option-renormalised" in md
+    assert "unweighted" in md
+    expected_header = ["method", "nli_a", "ID avg", "senti_b", "OOD avg"]
+    expected_methods = ["teacher", "teacher+ts", "kd", "kd+ts"]
+    for heading in ("Accuracy (%)", "ECE (%, 10 equal-width bins; lower is better)"):
+        table = _table(md, heading)
+        assert table[0] == expected_header
+        assert [r[0] for r in table[1:]] == expected_methods
+        assert all(len(r) == len(expected_header) for r in table)
+
+    # pinned: kd accuracy on the ID task, computed here from the parquet files (t-interval over seeds)
+    accs = np.array([pd.read_parquet(run / "predictions" / "test" / f"kd__nli_a__s{s}.parquet")["correct"].mean()
+                     for s in SEEDS])
+    half = stats.t.ppf(0.975, len(accs) - 1) * accs.std(ddof=1) / np.sqrt(len(accs))
+    m = accs.mean()
+    want = f"{100 * m:.1f} [{100 * max(m - half, 0):.1f}, {100 * min(m + half, 1):.1f}]"
+    acc_table = {r[0]: dict(zip(expected_header, r)) for r in _table(md, "Accuracy (%)")[1:]}
+    assert acc_table["kd"]["nli_a"] == want
+    assert acc_table["kd"]["ID avg"] == want  # one ID task: its average is itself
+    assert acc_table["kd+ts"]["nli_a"] == want  # temperature scaling keeps the argmax
+
+
+def test_leaderboard_single_seed_uses_bootstrap_ci_and_averages():
+    rows = []
+    for method, task, domain, acc in (("b", "t1", "id", 0.5), ("b", "t2", "id", 0.7), ("b", "o1", "ood", 0.4),
+                                      ("teacher", "t1", "id", 0.9), ("teacher", "t2", "id", 0.8),
+                                      ("teacher", "o1", "ood", 0.6)):
+        rows.append({"suite": "x", "method": method, "task": task, "domain": domain, "seed": 0, "n": 10,
+                     "acc": acc, "acc_lo": acc - 0.1, "acc_hi": acc + 0.1, "ece": 0.05, "ece_lo": 0.0,
+                     "ece_hi": 0.1})
+    md = leaderboard_markdown(pd.DataFrame(rows), {"t1": {"domain": "id"}, "t2": {"domain": "id"},
+                                                   "o1": {"domain": "ood"}})
+    table = _table(md, "Accuracy")
+    assert table[0] == ["method", "t1", "t2", "ID avg", "o1", "OOD avg"]
+    assert [r[0] for r in table[1:]] == ["teacher", "b"]
+    b = dict(zip(table[0], table[2]))
+    assert b["t1"] == "50.0 [40.0, 60.0]"
+    assert b["ID avg"].startswith("60.0 [")  # unweighted mean of 50 and 70
+    assert b["OOD avg"] == "40.0 [30.0, 50.0]"
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_figures_exist_and_are_pngs(built):
+    run, _ = built
+    figs = sorted((run / "figures").glob("*.png"))
+    want = {f"reliability_{m}_{t}.png" for m in ("teacher", "teacher+ts", "kd", "kd+ts") for t in TASKS}
+    assert {p.name for p in figs} == want
+    for p in figs:
+        w, h = _png_size(p)
+        assert 400 <= w <= 600 and 400 <= h <= 600  # ~3.3 in at 150 dpi
+    assert not list((run / "figures").glob(".*.tmp"))
+
+
+def test_html_is_self_contained_with_tables_and_images(built):
+    run, report = built
+    assert report == run / "report.html"
+    page = report.read_text(encoding="utf-8")
+    n_figs = len(list((run / "figures").glob("*.png")))
+    assert page.count('<img src="data:image/png;base64,') == n_figs == 8
+    assert "Accuracy (%)" in page and "ECE (%" in page and "All results" in page
+    assert page.count("<table>") >= 3  # two leaderboard tables + results (+ tasks, versions)
+    assert "<td>kd+ts</td>" in page and "letter" in page and "option-renormalised" in page
+    assert pd.__version__ in page  # versions from the manifest
+    for external in ("http://", "https://", "<script", "<link"):
+        assert external not in page
+    # ID task's figures come before the OOD task's
+    assert page.index("nli_a (ID)") < page.index("senti_b (OOD)")
+
+
+def test_rebuild_is_byte_identical(built):
+    run, _ = built
+    before = {name: (run / name).read_bytes() for name in ("results.csv", "leaderboard.md")}
+    build_report(run)
+    after = {name: (run / name).read_bytes() for name in ("results.csv", "leaderboard.md")}
+    assert before == after
+
+
+def test_missing_predictions_dir_is_a_user_error(built, tmp_path):
+    run, _ = built
+    shutil.copy(run / "manifest.json", tmp_path / "manifest.json")
+    with pytest.raises(UserError, match=r"predictions.*trustbench run unit"):
+        build_report(tmp_path)
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_missing_manifest_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="manifest"):
+        compute_results(tmp_path)
+
+
+def test_corrupted_parquet_is_a_user_error(built, tmp_path):
+    run, _ = built
+    copy = tmp_path / "run"
+    shutil.copytree(run / "predictions", copy / "predictions")
+    shutil.copy(run / "manifest.json", copy / "manifest.json")
+    bad = copy / "predictions" / "test" / "kd__senti_b__s1.parquet"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(UserError, match="kd__senti_b__s1.parquet"):
+        build_report(copy)
+    assert not (copy / "results.csv").exists() and not (copy / "report.html").exists()
+
+
+def test_bad_file_name_is_a_user_error(built, tmp_path):
+    run, _ = built
+    copy = tmp_path / "run"
+    shutil.copytree(run / "predictions", copy / "predictions")
+    shutil.copy(run / "manifest.json", copy / "manifest.json")
+    (copy / "predictions" / "test" / "kd__nli_a__s1.parquet").rename(copy / "predictions" / "test" / "kd_nli.parquet")
+    with pytest.raises(UserError, match="kd_nli.parquet"):
+        compute_results(copy)
