@@ -56,6 +56,7 @@ class Suite:
     scoring: str = "letter"
     dtype: str = "float32"
     train: TrainConfig = TrainConfig()
+    teacher_train: TrainConfig | None = None  # the teacher's SFT settings; the student's when absent
     metrics: MetricsConfig = MetricsConfig()
     temperature_scaling: bool = True
     sizes: dict = field(default_factory=dict)  # task -> {train, val, test} overrides of the card's sizes
@@ -63,7 +64,11 @@ class Suite:
 
     @property
     def hash(self) -> str:
-        return stable_hash(dataclasses.asdict(self))
+        """What makes two runs' cells comparable; selecting methods, tasks or seeds does not change it."""
+        settings = dataclasses.asdict(self)
+        for selection in ("name", "description", "methods", "tasks", "seeds"):
+            settings.pop(selection)
+        return stable_hash(settings)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,6 +112,8 @@ def parse_suite(raw: dict, source: str = "suite") -> Suite:
     values["methods"] = tuple(_method_specs(raw["methods"], source))
     values["seeds"] = tuple(_int_list(raw.get("seeds", [0]), "seeds", source))
     values["train"] = _sub(TrainConfig, raw.get("train", {}), "train", source)
+    if raw.get("teacher_train") is not None:
+        values["teacher_train"] = _sub(TrainConfig, raw["teacher_train"], "teacher_train", source)
     values["metrics"] = _sub(MetricsConfig, raw.get("metrics", {}), "metrics", source)
     if values.get("backend", "vllm") not in ("hf", "vllm"):
         raise UserError(f"{source}: backend must be hf or vllm, not {values['backend']!r}")

@@ -1,0 +1,79 @@
+"""What every method gets (`Context`) and returns (`StudentArtifact`): DESIGN.md, Contracts: Method."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from harness import zoo
+from harness.cache import stable_hash
+from harness.config import MethodSpec, Suite, TrainConfig
+from harness.errors import UserError
+from harness.scoring import training_pair
+from harness.types import Example
+
+
+@dataclass(frozen=True)
+class StudentArtifact:
+    """A checkpoint folder to score, and what producing it cost (teacher calls/tokens, train tokens, seconds...)."""
+
+    path: Path
+    cost: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    suite: Suite
+    spec: MethodSpec
+    seed: int
+    train: list[Example]  # the ID tasks' train splits, concatenated
+    val: list[Example]  # the ID tasks' val splits, concatenated
+    log: Callable[[str], None] = print
+
+    def pairs(self, examples: list[Example]) -> list[tuple[str, str]]:
+        return [training_pair(e, self.suite.scoring) for e in examples]
+
+    def data_key(self, examples: list[Example]) -> str:
+        return stable_hash([(e.id, e.prompt, e.choices, e.gold) for e in examples])
+
+    def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
+        """The suite's train settings with this method's overrides (any TrainConfig field in its params)."""
+        base = base or self.suite.train
+        allowed = {f.name for f in dataclasses.fields(TrainConfig)}
+        return dataclasses.replace(base, **{k: v for k, v in self.spec.params.items() if k in allowed})
+
+    @property
+    def student_init(self) -> Path:
+        return zoo.resolve(self.suite.student)
+
+    @property
+    def teacher_init(self) -> Path:
+        return zoo.resolve(self.suite.teacher)
+
+
+def model_identity(path: Path) -> str:
+    """What a checkpoint's cache key depends on: its config and its weights' file sizes and names."""
+    files = sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
+    return stable_hash([json.loads((Path(path) / "config.json").read_text()), files])
+
+
+class Method:
+    """A distillation recipe. Subclasses set `name`, say whether they depend on the seed, and implement `fit`."""
+
+    name: ClassVar[str]
+    seeded: ClassVar[bool] = True
+    trains: ClassVar[bool] = True  # needs the ID train split
+    params: ClassVar[tuple[str, ...]] = ()  # accepted params besides TrainConfig fields
+
+    def __init__(self, spec: MethodSpec):
+        allowed = set(self.params) | {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(spec.params) - allowed)
+        if unknown:
+            raise UserError(f"method {spec.name!r}: unknown parameter(s) {', '.join(unknown)}; "
+                            f"{self.name} accepts {', '.join(sorted(allowed)) or 'none'}")
+        self.spec = spec
+
+    def fit(self, ctx: Context) -> StudentArtifact:
+        raise NotImplementedError

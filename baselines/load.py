@@ -1,0 +1,21 @@
+"""`load`: score a given checkpoint (a zoo name, a local folder, or a locally cached Hugging Face id)."""
+from __future__ import annotations
+
+from baselines.base import Context, Method, StudentArtifact
+from harness import zoo
+from harness.errors import UserError
+
+
+class Load(Method):
+    name = "load"
+    seeded = False
+    trains = False
+    params = ("path",)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        if "path" not in spec.params:
+            raise UserError(f"method {spec.name!r}: `load` needs `path:` (a checkpoint folder or zoo model name)")
+
+    def fit(self, ctx: Context) -> StudentArtifact:
+        return StudentArtifact(zoo.resolve(str(self.spec.params["path"])), {"train_tokens": 0})

@@ -1,0 +1,13 @@
+"""`zeroshot`: the student before any training, the floor every method should clear."""
+from __future__ import annotations
+
+from baselines.base import Context, Method, StudentArtifact
+
+
+class ZeroShot(Method):
+    name = "zeroshot"
+    seeded = False
+    trains = False
+
+    def fit(self, ctx: Context) -> StudentArtifact:
+        return StudentArtifact(ctx.student_init, {"train_tokens": 0, "teacher_calls": 0})

@@ -1,0 +1,148 @@
+"""The `trustbench` command (also `python -m harness`)."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from harness.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Score accuracy and calibration of distilled language models, in and out of domain.")
+
+
+class Backend(str, Enum):
+    hf = "hf"
+    vllm = "vllm"
+
+
+class Scoring(str, Enum):
+    letter = "letter"
+    choice = "choice"
+
+
+class Listing(str, Enum):
+    tasks = "tasks"
+    methods = "methods"
+    models = "models"
+    suites = "suites"
+
+
+def _names(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _seeds(value: Optional[str]) -> Optional[list[int]]:
+    try:
+        return [int(v) for v in _names(value)] if value else None
+    except ValueError:
+        raise UserError(f"--seeds takes integers separated by commas, e.g. 0,1,2; got {value!r}") from None
+
+
+@app.command()
+def run(
+    suite: str = typer.Argument(..., help="a built-in suite name (`trustbench list suites`) or a suite YAML path"),
+    out: Optional[Path] = typer.Option(None, help="run directory [default: runs/<suite>]"),
+    methods: Optional[str] = typer.Option(None, help="only these methods of the suite, comma-separated"),
+    tasks: Optional[str] = typer.Option(None, help="only these tasks, comma-separated"),
+    seeds: Optional[str] = typer.Option(None, help="seeds, comma-separated, e.g. 0,1,2"),
+    backend: Optional[Backend] = typer.Option(None, help="inference engine [default: the suite's]"),
+) -> None:
+    """Train or load every method's student, score it on every task, and write the report."""
+    from harness.config import load_suite, override
+    from harness.runner import run_suite
+
+    config = override(load_suite(suite), methods=_names(methods), tasks=_names(tasks), seeds=_seeds(seeds),
+                      backend=backend.value if backend else None)
+    report = run_suite(config, out or Path("runs") / config.name)
+    typer.echo(f"report: {report}")
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option(..., help="zoo name (`trustbench list models`), checkpoint folder, or cached HF id"),
+    tasks: str = typer.Option(..., help="tasks, comma-separated (`trustbench list tasks`)"),
+    backend: Backend = typer.Option(Backend.vllm, help="inference engine"),
+    scoring: Scoring = typer.Option(Scoring.letter, help="letter: next-token over option letters; "
+                                                          "choice: lm-eval's per-choice log-likelihood"),
+    out: Optional[Path] = typer.Option(None, help="run directory [default: runs/eval-<model>]"),
+) -> None:
+    """Score one model on some tasks' test splits (no training)."""
+    from harness.config import parse_suite
+    from harness.runner import run_suite
+
+    label = Path(model).name or model
+    suite = parse_suite({"name": f"eval-{label}", "teacher": model, "student": model, "tasks": _names(tasks),
+                         "methods": [{"name": label, "method": "load", "path": model}],
+                         "backend": backend.value, "scoring": scoring.value, "temperature_scaling": False},
+                        source="trustbench eval")
+    report = run_suite(suite, out or Path("runs") / suite.name)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory written by `trustbench run`")) -> None:
+    """Rebuild results, leaderboard, figures and report.html from stored predictions only (no model needed)."""
+    from reports import build_report
+
+    typer.echo(f"report: {build_report(run_dir)}")
+
+
+@app.command("list")
+def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | suites")) -> None:
+    """List what trustbench knows about."""
+    if what is Listing.tasks:
+        import tasks as registry
+
+        rows = [registry.describe(card) for card in registry.all_cards().values()]
+        _table(["name", "domain", "family", "format", "choices", "test", "source"],
+               [[r["name"], r["domain"], r["family"], r["format"], r["num_choices"], r["sizes"]["test"], r["source"]]
+                for r in rows])
+    elif what is Listing.methods:
+        import baselines
+
+        _table(["name", "description"], [[name, _first_line(cls)] for name, cls in sorted(baselines.available().items())])
+    elif what is Listing.models:
+        from harness.zoo import MODELS
+
+        _table(["name", "description"], [[k, v] for k, v in MODELS.items()])
+    else:
+        from harness.config import builtin_suites, load_suite
+
+        _table(["name", "description"], [[name, load_suite(name).description] for name in builtin_suites()])
+
+
+def _first_line(obj) -> str:
+    module = sys.modules.get(getattr(obj, "__module__", ""), None)
+    doc = (module.__doc__ if module else None) or obj.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _table(header: list[str], rows: list[list]) -> None:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as error:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        raise
