@@ -75,5 +75,8 @@ class Method:
                             f"{self.name} accepts {', '.join(sorted(allowed)) or 'none'}")
         self.spec = spec
 
+    def check(self) -> None:
+        """Validate inputs before a run writes anything (raise UserError); most methods need nothing."""
+
     def fit(self, ctx: Context) -> StudentArtifact:
         raise NotImplementedError

@@ -17,5 +17,8 @@ class Load(Method):
         if "path" not in spec.params:
             raise UserError(f"method {spec.name!r}: `load` needs `path:` (a checkpoint folder or zoo model name)")
 
+    def check(self) -> None:
+        zoo.check(str(self.spec.params["path"]))
+
     def fit(self, ctx: Context) -> StudentArtifact:
         return StudentArtifact(zoo.resolve(str(self.spec.params["path"])), {"train_tokens": 0})

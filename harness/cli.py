@@ -97,9 +97,10 @@ def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | s
     if what is Listing.tasks:
         import tasks as registry
 
-        rows = [registry.describe(card) for card in registry.all_cards().values()]
-        _table(["name", "domain", "family", "format", "choices", "test", "source"],
-               [[r["name"], r["domain"], r["family"], r["format"], r["num_choices"], r["sizes"]["test"], r["source"]]
+        rows = [registry.describe(card, sizes=registry.data_available(card))
+                for card in registry.all_cards().values()]
+        _table(["name", "domain", "family", "format", "choices", "train/val/test (usable)", "source"],
+               [[r["name"], r["domain"], r["family"], r["format"], r["num_choices"] or "?", _sizes(r), r["source"]]
                 for r in rows])
     elif what is Listing.methods:
         import baselines
@@ -113,6 +114,13 @@ def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | s
         from harness.config import builtin_suites, load_suite
 
         _table(["name", "description"], [[name, load_suite(name).description] for name in builtin_suites()])
+
+
+def _sizes(info: dict) -> str:
+    sizes = info.get("sizes")
+    if not sizes:
+        return "not fetched yet (the first run fetches it)"
+    return f"{sizes['train']}/{sizes['val']}/{sizes['test']} ({sizes['usable']})"
 
 
 def _first_line(obj) -> str:
@@ -129,20 +137,9 @@ def _table(header: list[str], rows: list[list]) -> None:
 
 
 def main() -> None:
+    """Usage errors exit 2 through typer; a UserError (bad suite, task, model, data) is one line and exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise

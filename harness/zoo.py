@@ -52,6 +52,19 @@ def resolve(name: str) -> Path:
     )
 
 
+def check(name: str) -> None:
+    """Fail fast (a UserError) on a model name that `resolve` could not serve, without building anything."""
+    match = _LAYER_DROP.match(name)
+    if name == "smollm2-135m":
+        _smollm2_gguf() if not (cache_dir("models") / name / "config.json").exists() else None
+    elif name == "tiny-random" or (Path(name) / "config.json").exists():
+        pass
+    elif match and (match["base"] in MODELS or Path(match["base"]).is_dir()):
+        check(match["base"])
+    elif not _hf_cached(name):
+        resolve(name)  # raises the same error resolve would
+
+
 def _hf_cached(name: str) -> Path | None:
     """A Hugging Face id the user already has locally; never downloads."""
     if "/" not in name:

@@ -245,6 +245,16 @@ def split(card: TaskCard) -> Splits:
     return Splits(train=parts["train"], val=parts["val"], test=parts["test"])
 
 
+def data_available(card: TaskCard) -> bool:
+    """Whether the card's examples load without a download (BIG-bench: the archive or the task is cached)."""
+    if card.source.startswith("bigbench:"):
+        from tasks import bigbench
+
+        task = bigbench.task_path(card.source)
+        return bigbench.extracted_path(task).exists() or bigbench.archive_path_if_cached() is not None
+    return True
+
+
 def describe(card: TaskCard, sizes: bool = True) -> dict:
     """What `trustbench list tasks` shows. `sizes=False` skips loading data (no extraction, no download)."""
     info: dict[str, Any] = {

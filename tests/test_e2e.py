@@ -1,0 +1,105 @@
+"""End to end on the `smoke` suite: run, resume, rebuild the report, and `eval` through both engines."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.config import load_suite
+from harness.runner import prediction_path, run_suite
+
+METHODS = ["teacher", "zeroshot", "finetune"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    log: list[str] = []
+    report = run_suite(load_suite("smoke"), run_dir, log=log.append)
+    return run_dir, report, log
+
+
+def test_smoke_writes_the_whole_run_directory(smoke_run):
+    run_dir, report, _ = smoke_run
+    assert report == run_dir / "report.html" and report.exists()
+    results = pd.read_csv(run_dir / "results.csv")
+    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] for t in ("smoke_id", "smoke_ood")}
+    assert set(zip(results.method, results.task)) == expected
+    assert (results.n == 48).all() and results.acc.between(0, 1).all() and (results.acc_lo <= results.acc).all()
+    leaderboard = (run_dir / "leaderboard.md").read_text()
+    assert "finetune+ts" in leaderboard and "ID avg" in leaderboard and "OOD avg" in leaderboard
+    for method in METHODS:
+        assert (run_dir / "figures" / f"reliability_{method}_smoke_ood.png").exists()
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") == 12
+
+
+def test_predictions_follow_the_contract(smoke_run):
+    run_dir, _, _ = smoke_run
+    frame = pd.read_parquet(prediction_path(run_dir, "test", "finetune", "smoke_id", 0))
+    assert {"example_id", "gold", "pred", "confidence", "probs", "correct"} <= set(frame.columns)
+    assert (frame.correct == (frame.pred == frame.gold)).all()
+    assert all(abs(sum(p) - 1) < 1e-9 for p in frame.probs)
+    assert (frame.confidence == frame.probs.map(max)).all()
+
+
+def test_manifest_records_the_run(smoke_run):
+    import json
+
+    run_dir, _, _ = smoke_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["scoring"]["mode"] == "letter" and "renormalised" in manifest["scoring"]["confidence"]
+    assert manifest["tasks"]["smoke_ood"]["domain"] == "ood" and manifest["tasks"]["smoke_id"]["sizes"]["train"] == 64
+    assert manifest["methods"]["finetune"]["runs"]["0"]["cost"]["train_examples"] == 64
+    assert {"torch", "transformers", "lm-eval"} <= set(manifest["versions"])
+
+
+def test_repeat_skips_finished_cells_and_resumes_missing_ones(smoke_run):
+    run_dir, _, _ = smoke_run
+    kept = prediction_path(run_dir, "test", "teacher", "smoke_id", 0)
+    lost = prediction_path(run_dir, "test", "finetune", "smoke_ood", 0)
+    kept_mtime = kept.stat().st_mtime_ns
+    before = pd.read_parquet(lost)
+    lost.unlink()  # as if the run had been interrupted before this cell
+    log: list[str] = []
+    run_suite(load_suite("smoke"), run_dir, log=log.append)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert any("teacher seed 0] done already" in line for line in log)
+    assert sum("scoring" in line for line in log) == 1  # only finetune had work left
+    pd.testing.assert_frame_equal(pd.read_parquet(lost), before)  # cached checkpoint, same predictions
+
+
+def test_report_rebuilds_identically_from_predictions(smoke_run):
+    from reports import build_report
+
+    run_dir, _, _ = smoke_run
+    results = (run_dir / "results.csv").read_bytes()
+    leaderboard = (run_dir / "leaderboard.md").read_bytes()
+    build_report(run_dir)
+    assert (run_dir / "results.csv").read_bytes() == results
+    assert (run_dir / "leaderboard.md").read_bytes() == leaderboard
+
+
+def _eval(tmp_path: Path, backend: str) -> pd.DataFrame:
+    out = tmp_path / backend
+    result = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", "tiny-random", "--tasks",
+                             "smoke_id,smoke_ood", "--backend", backend, "--out", str(out)],
+                            capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"report: {out / 'report.html'}" in result.stdout
+    return pd.read_csv(out / "results.csv")
+
+
+@pytest.mark.vllm
+def test_eval_through_vllm_matches_hf(tmp_path):
+    from conftest import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    hf, vllm = _eval(tmp_path, "hf"), _eval(tmp_path, "vllm")
+    pd.testing.assert_series_equal(hf.acc, vllm.acc)
+    assert (abs(hf.ece - vllm.ece) <= 0.01).all()

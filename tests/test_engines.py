@@ -1,0 +1,73 @@
+"""The engines agree with each other and with lm-eval's own HF backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.metrics import ece
+from harness.scoring import letter_prompt, letter_token_ids, score
+
+REQUESTS = [
+    ("Question: Which item is the heaviest?\nAnswer:", " A"),
+    ("Question: Which item is the heaviest?\nAnswer:", " the stone box"),
+    ("Question: Which item is the heaviest?\nAnswer: ", "B"),  # trailing space moves to the continuation
+    ("the sum of 2 and 3 is", " 5"),
+    ("", "a whole string scored from the prefix token"),
+]
+
+
+def test_hf_loglikelihood_matches_lm_eval_hflm(tiny_path, hf_engine):
+    """Our KV-cache-sharing scorer against lm-eval's HFLM, which scores each full sequence independently."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    reference = HFLM(pretrained=str(tiny_path), device="cpu", dtype="float32", batch_size=4)
+    instances = [Instance("loglikelihood", {}, args, i) for i, args in enumerate(REQUESTS)]
+    expected = reference.loglikelihood(instances, disable_tqdm=True)
+    ours = hf_engine.loglikelihood(REQUESTS)
+    np.testing.assert_allclose([ll for ll, _ in ours], [ll for ll, _ in expected], atol=1e-4)
+    assert [g for _, g in ours] == [g for _, g in expected]
+
+
+def test_next_token_logprobs_are_full_vocabulary_logprobs(hf_engine):
+    import torch
+
+    prompt = "Question: which is heavier?\nA. stone\nB. box\nAnswer:"
+    ids = letter_token_ids(hf_engine.tokenizer, 2)
+    ours = hf_engine.next_token_logprobs([prompt, prompt + " A. no"], ids)[0]
+    with torch.no_grad():
+        logits = hf_engine.model(torch.tensor([hf_engine.encode(prompt)])).logits[0, -1]
+    np.testing.assert_allclose(ours, torch.log_softmax(logits, -1)[ids].numpy(), atol=1e-5)
+
+
+def test_batched_left_padding_changes_nothing(hf_engine, smoke_splits):
+    prompts = [letter_prompt(e) for e in smoke_splits[1].test[:6]]
+    ids = letter_token_ids(hf_engine.tokenizer, 4)
+    together = hf_engine.next_token_logprobs(prompts, ids)
+    alone = np.vstack([hf_engine.next_token_logprobs([p], ids) for p in prompts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+@pytest.mark.vllm
+def test_vllm_matches_hf_logprobs(hf_engine, vllm_engine):
+    ids = letter_token_ids(hf_engine.tokenizer, 4)
+    prompts = [r[0] for r in REQUESTS[:4]]
+    np.testing.assert_allclose(vllm_engine.next_token_logprobs(prompts, ids),
+                               hf_engine.next_token_logprobs(prompts, ids), atol=1e-3)
+    ours, theirs = hf_engine.loglikelihood(REQUESTS), vllm_engine.loglikelihood(REQUESTS)
+    np.testing.assert_allclose([ll for ll, _ in theirs], [ll for ll, _ in ours], atol=1e-3)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("mode", ["letter", "choice"])
+def test_vllm_and_hf_give_same_predictions_and_ece(hf_engine, vllm_engine, smoke_splits, mode):
+    examples = smoke_splits[0].test
+    hf, vl = score(hf_engine, examples, mode), score(vllm_engine, examples, mode)
+    assert hf.pred.tolist() == vl.pred.tolist()
+    assert abs(ece(hf.confidence, hf.correct) - ece(vl.confidence, vl.correct)) <= 0.01
+
+
+@pytest.mark.vllm
+def test_vllm_generates(vllm_engine):
+    texts = vllm_engine.generate(["the sum of 2 and 3 is"], max_tokens=5, temperature=0.0, n=1)
+    assert len(texts) == 1 and len(texts[0]) == 1 and isinstance(texts[0][0], str)
