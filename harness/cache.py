@@ -34,15 +34,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files 0600; finished files get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text (whatever the locale) atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(text.encode("utf-8"))
 
 
 def write_json(path: str | Path, obj: object) -> None:

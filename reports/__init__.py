@@ -4,10 +4,9 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from harness.cache import atomic_path
+from harness.cache import write_text
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -20,27 +19,13 @@ def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     results = compute_results(run_dir)
-    write_utf8(run_dir / "results.csv", results_csv(results))
+    write_text(run_dir / "results.csv", results_csv(results))
     md = leaderboard_markdown(results, manifest.get("tasks") or {}, manifest.get("scoring"), manifest.get("metrics"))
-    write_utf8(run_dir / "leaderboard.md", md)
+    write_text(run_dir / "leaderboard.md", md)
     figures = write_figures(run_dir, results)
     path = run_dir / "report.html"
-    write_utf8(path, render_html(run_dir, results, md, figures))
+    write_text(path, render_html(run_dir, results, md, figures))
     return path
-
-
-def write_utf8(path: str | Path, text: str) -> None:
-    """Write `text` as UTF-8 (whatever the locale) to a temporary name, then rename it onto `path`."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(text.encode("utf-8"))
-        readable(tmp)
-
-
-def readable(path: Path) -> None:
-    """Give a finished file the usual umask permissions (temporary files are created 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def results_csv(results) -> str:

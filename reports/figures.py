@@ -43,7 +43,6 @@ def reliability_diagram(
     from matplotlib.figure import Figure
 
     from harness.metrics import ece as ece_of, reliability_table
-    from reports import readable
 
     conf = predictions["confidence"].to_numpy(dtype=float)
     correct = predictions["correct"].to_numpy(dtype=bool)
@@ -90,7 +89,6 @@ def reliability_diagram(
         path = Path(path)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-            readable(tmp)
     return path
 
 

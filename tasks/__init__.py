@@ -146,6 +146,9 @@ def all_cards() -> dict[str, TaskCard]:
 
 
 def get_card(name: str) -> TaskCard:
+    """A registered card by name, or a card file of the user's by path (`my_task.yaml`)."""
+    if name.endswith((".yaml", ".yml")):
+        return load_card(name)
     cards = all_cards()
     if name in cards:
         return cards[name]

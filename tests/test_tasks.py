@@ -55,7 +55,8 @@ def test_builtin_cards_load_and_validate():
             assert c.train == c.val == 0
     for name in ("multiemo_hotels", "vitaminc"):
         c = cards[name]
-        assert (c.train, c.val, c.test, c.max_prompt_chars) == (300, 100, 150, 700)
+        assert (c.train, c.val, c.test, c.max_prompt_chars) == (300, 100, 150, 800)
+        assert c.options.get("task_prefix") is True  # the prompt carries the task instruction
     assert tasks.get_card("smoke_id") is not None
 
 
@@ -333,14 +334,16 @@ def test_bigbench_missing_task_and_bad_archive(fake_cache, monkeypatch):
     assert not (fake_cache / "bigbench" / "fake_task" / "task.json").exists()  # nothing half-written
 
 
-REAL_ARCHIVE = Path(os.environ.get("TRUSTBENCH_CACHE") or Path.home() / ".cache" / "trustbench") / "downloads" / \
-    bigbench.ARCHIVE_NAME
-DEMO_USABLE = {"multiemo_hotels": 2084, "vitaminc": 54510, "multiemo_medicine": 1462, "multiemo_products": 242,
-               "presuppositions_as_nli": 728, "epistemic_reasoning": 2000}
+REAL_CACHE = Path(os.environ.get("TRUSTBENCH_USER_CACHE") or Path.home() / ".cache" / "trustbench")
+REAL_ARCHIVE = REAL_CACHE / "downloads" / bigbench.ARCHIVE_NAME
+# usable = examples whose prompt (with the BIG-bench task instruction) fits max_prompt_chars: 800
+DEMO_USABLE = {"multiemo_hotels": 2064, "vitaminc": 54145, "multiemo_medicine": 1440, "multiemo_products": 231,
+               "presuppositions_as_nli": 678, "epistemic_reasoning": 2000}
 
 
-@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason="BIG-bench archive not in the cache")
-def test_real_demo_cards_load_with_expected_sizes():
+@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason="BIG-bench archive not fetched into the user's cache")
+def test_real_demo_cards_load_with_expected_sizes(monkeypatch):
+    monkeypatch.setenv("TRUSTBENCH_CACHE", str(REAL_CACHE))
     for name, usable in DEMO_USABLE.items():
         c = tasks.get_card(name)
         info = tasks.describe(c)

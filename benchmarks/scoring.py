@@ -1,0 +1,100 @@
+"""Scoring speed: `trustbench eval` against `lm_eval --model hf` on the same model, task and examples, in one run.
+
+    .venv/bin/python benchmarks/scoring.py [--model smollm2-135m] [--task multiemo_hotels] [--limit 100]
+
+Both score lm-eval-style multiple choice (each option a continuation of "<question>\\nAnswer:") in float32 on the
+CPU; both timings are whole commands (start-up and model load included), as a user runs them. Prints both times,
+the ratio, and whether the per-example predictions are identical; writes benchmarks/results/scoring.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tasks  # noqa: E402
+from harness import zoo  # noqa: E402
+
+
+def export(task: str, limit: int, folder: Path) -> Path:
+    """The task's first `limit` test examples as JSONL, an lm-eval task YAML over it, and a trustbench card."""
+    examples = tasks.split(tasks.get_card(task)).test[:limit]
+    data = folder / "bench.jsonl"
+    data.write_text("".join(json.dumps({"id": e.id, "prompt": e.prompt, "choices": list(e.choices), "gold": e.gold})
+                            + "\n" for e in examples))
+    (folder / "tb_bench.yaml").write_text(
+        "task: tb_bench\ndataset_path: json\n"
+        f"dataset_kwargs: {{data_files: {{test: {data}}}}}\n"
+        "output_type: multiple_choice\ntest_split: test\n"
+        "doc_to_text: \"{{prompt}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\n"
+        "metric_list: [{metric: acc, aggregation: mean, higher_is_better: true}]\nmetadata: {version: 1.0}\n")
+    card = folder / "bench_card.yaml"
+    card.write_text(f"name: bench_card\ndomain: ood\nfamily: bench\nformat: mc\nsource: jsonl:{data}\n"
+                    f"test: {len(examples)}\nsplit_seed: 0\n")
+    return card
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    return time.perf_counter() - started
+
+
+def lm_eval_predictions(out: Path) -> list[int]:
+    samples = sorted(out.rglob("samples_tb_bench_*.jsonl"))[-1]
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows.sort(key=lambda r: r["doc_id"])
+    # lm-eval writes numbers as strings on disk (sanitize_list); argmax of the summed log-likelihoods = its `acc`.
+    return [max(range(len(r["filtered_resps"])), key=lambda i: float(r["filtered_resps"][i][0])) for r in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--task", default="multiemo_hotels")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=16, help="lm-eval's --batch_size (trustbench uses 16)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
+    args = parser.parse_args()
+
+    model = zoo.resolve(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        card = export(args.task, args.limit, folder)
+        bin_dir = Path(sys.executable).parent
+        tb_seconds = timed([str(bin_dir / "trustbench"), "eval", "--model", str(model), "--tasks", str(card),
+                            "--backend", "hf", "--scoring", "choice", "--out", str(folder / "tb")])
+        lm_seconds = timed([str(bin_dir / "lm_eval"), "--model", "hf", "--model_args",
+                            f"pretrained={model},dtype=float32", "--device", "cpu", "--batch_size",
+                            str(args.batch_size), "--tasks", "tb_bench", "--include_path", str(folder),
+                            "--log_samples", "--output_path", str(folder / "lm")])
+        ours = pd.read_parquet(next((folder / "tb" / "predictions" / "test").glob("*.parquet"))).pred.tolist()
+        theirs = lm_eval_predictions(folder / "lm")
+
+    result = {
+        "model": args.model, "task": args.task, "examples": args.limit, "mode": "choice (lm-eval multiple_choice)",
+        "lm_eval_batch_size": args.batch_size, "trustbench_seconds": round(tb_seconds, 1),
+        "lm_eval_hf_seconds": round(lm_seconds, 1), "speedup": round(lm_seconds / tb_seconds, 2),
+        "identical_predictions": ours == theirs, "differing_examples": sum(a != b for a, b in zip(ours, theirs)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
