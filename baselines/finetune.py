@@ -5,13 +5,14 @@ The accurate-but-over-confident baseline that distillation methods claim to impr
 from __future__ import annotations
 
 from baselines.base import Context, Method, StudentArtifact, model_identity
-from harness.train import cached_checkpoint, finetune, train_config_dict
 
 
 class Finetune(Method):
     name = "finetune"
 
     def fit(self, ctx: Context) -> StudentArtifact:
+        from harness.train import cached_checkpoint, finetune, train_config_dict  # Trainer: slow to import
+
         config = ctx.train_config()
         init = ctx.student_init
         key = {"kind": "finetune", "model": model_identity(init), "data": ctx.data_key(ctx.train),

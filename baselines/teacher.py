@@ -6,12 +6,13 @@ The teacher is trained once with seed 0, whatever the run's seeds, so every stud
 from __future__ import annotations
 
 from baselines.base import Context, Method, StudentArtifact, model_identity
-from harness.train import cached_checkpoint, finetune, train_config_dict
 
 TEACHER_SEED = 0
 
 
 def finetuned_teacher(ctx: Context) -> StudentArtifact:
+    from harness.train import cached_checkpoint, finetune, train_config_dict  # Trainer: slow to import
+
     config = ctx.suite.teacher_train or ctx.suite.train
     init = ctx.teacher_init
     key = {"kind": "teacher-sft", "model": model_identity(init), "data": ctx.data_key(ctx.train),

@@ -47,17 +47,23 @@ def export(task: str, limit: int, folder: Path) -> Path:
 
 def timed(command: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     return time.perf_counter() - started
 
 
-def lm_eval_predictions(out: Path) -> list[int]:
+def _trustbench_predictions(run_dir: Path) -> dict[str, int]:
+    frame = pd.read_parquet(next((run_dir / "predictions" / "test").glob("*.parquet")))
+    return dict(zip(frame.example_id, frame.pred))
+
+
+def lm_eval_predictions(out: Path) -> dict[str, int]:
+    """Example id -> lm-eval's prediction: the argmax of the summed log-likelihoods (what its `acc` scores).
+    On disk lm-eval writes numbers as strings (sanitize_list), hence the float()."""
     samples = sorted(out.rglob("samples_tb_bench_*.jsonl"))[-1]
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
-    rows.sort(key=lambda r: r["doc_id"])
-    # lm-eval writes numbers as strings on disk (sanitize_list); argmax of the summed log-likelihoods = its `acc`.
-    return [max(range(len(r["filtered_resps"])), key=lambda i: float(r["filtered_resps"][i][0])) for r in rows]
+    return {r["doc"]["id"]: max(range(len(r["filtered_resps"])), key=lambda i: float(r["filtered_resps"][i][0]))
+            for r in rows}
 
 
 def main() -> None:
@@ -65,7 +71,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--task", default="multiemo_hotels")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16, help="lm-eval's --batch_size (trustbench uses 16)")
+    parser.add_argument("--lm-eval-batch-sizes", default="1,16",
+                        help="lm-eval --batch_size values to time (1 is its default; trustbench batches 16)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
     args = parser.parse_args()
 
@@ -76,18 +83,22 @@ def main() -> None:
         bin_dir = Path(sys.executable).parent
         tb_seconds = timed([str(bin_dir / "trustbench"), "eval", "--model", str(model), "--tasks", str(card),
                             "--backend", "hf", "--scoring", "choice", "--out", str(folder / "tb")])
-        lm_seconds = timed([str(bin_dir / "lm_eval"), "--model", "hf", "--model_args",
-                            f"pretrained={model},dtype=float32", "--device", "cpu", "--batch_size",
-                            str(args.batch_size), "--tasks", "tb_bench", "--include_path", str(folder),
-                            "--log_samples", "--output_path", str(folder / "lm")])
-        ours = pd.read_parquet(next((folder / "tb" / "predictions" / "test").glob("*.parquet"))).pred.tolist()
-        theirs = lm_eval_predictions(folder / "lm")
+        ours = _trustbench_predictions(folder / "tb")
+        peers = []
+        for batch_size in [int(b) for b in args.lm_eval_batch_sizes.split(",")]:
+            out = folder / f"lm{batch_size}"
+            seconds = timed([str(bin_dir / "lm_eval"), "--model", "hf", "--model_args",
+                             f"pretrained={model},dtype=float32", "--device", "cpu", "--batch_size", str(batch_size),
+                             "--tasks", "tb_bench", "--include_path", str(folder), "--log_samples",
+                             "--output_path", str(out)])
+            theirs = lm_eval_predictions(out)
+            peers.append({"lm_eval_batch_size": batch_size, "lm_eval_hf_seconds": round(seconds, 1),
+                          "speedup": round(seconds / tb_seconds, 2), "identical_predictions": ours == theirs,
+                          "differing_examples": sum(ours[i] != theirs.get(i) for i in ours)})
 
     result = {
         "model": args.model, "task": args.task, "examples": args.limit, "mode": "choice (lm-eval multiple_choice)",
-        "lm_eval_batch_size": args.batch_size, "trustbench_seconds": round(tb_seconds, 1),
-        "lm_eval_hf_seconds": round(lm_seconds, 1), "speedup": round(lm_seconds / tb_seconds, 2),
-        "identical_predictions": ours == theirs, "differing_examples": sum(a != b for a, b in zip(ours, theirs)),
+        "trustbench_seconds": round(tb_seconds, 1), "trustbench_batch_size": 16, "lm_eval": peers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "date": time.strftime("%Y-%m-%d"),
     }

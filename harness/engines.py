@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -108,62 +109,56 @@ class HFEngine(_Tokenising):
         return out
 
     def loglikelihood(self, requests):
-        """Each distinct context runs once (batched with other contexts of similar length); all its continuations
-        are then scored together against its KV cache. lm-eval instead runs every (context, choice) in full."""
+        """All continuations of a context share one forward: the context runs once, each continuation attends to
+        it and to itself only (a tree attention mask), and the LM head runs only where a continuation token is
+        predicted. lm-eval instead runs every (context, continuation) in full, with logits at every position."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
         for index, (context, continuation) in enumerate(requests):
             context_ids, continuation_ids = self.encode_pair(context, continuation)
             groups[tuple(context_ids)].append((index, continuation_ids))
-        ordered = sorted(groups.items(), key=lambda item: len(item[0]))
-        # a one-token context has no prefix to cache; never batch it with others (a fully masked row breaks sdpa)
-        batches = [b for part in ([g for g in ordered if len(g[0]) == 1], [g for g in ordered if len(g[0]) > 1])
-                   for b in (part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))]
+        ordered = sorted(groups.items(), key=lambda item: len(item[0]))  # similar lengths together: less padding
         results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         with self.torch.inference_mode():
-            for batch in _progress(batches, self.progress, "scoring"):
-                scores = self._score_batch([list(c) for c, _ in batch], [[x for _, x in items] for _, items in batch])
-                for (_, items), group_scores in zip(batch, scores):
-                    for (index, _), score in zip(items, group_scores):
+            for start in _progress(range(0, len(ordered), self.batch_size), self.progress, "scoring"):
+                batch = ordered[start:start + self.batch_size]
+                rows = [_pack(self.fit_context(list(context), reserve=max(len(c) for _, c in items)),
+                              [c for _, c in items]) for context, items in batch]
+                for (_, items), scores in zip(batch, self._score_packed(rows)):
+                    for (index, _), score in zip(items, scores):
                         results[index] = score
         return results
 
-    def _score_batch(self, contexts: list[list[int]], continuations: list[list[list[int]]]):
-        """Score each context's continuations: contexts minus their last token run once, left-padded together;
-        the cache is then gathered per continuation, and every continuation row starts with its context's last
-        token, so no logits are computed for context positions."""
+    def _score_packed(self, rows: list["_Packed"]) -> list[list[tuple[float, bool]]]:
         torch = self.torch
-        contexts = [self.fit_context(c, reserve=max(len(x) for x in conts)) for c, conts in zip(contexts, continuations)]
-        prefixes = [c[:-1] for c in contexts]
-        width = max(len(p) for p in prefixes)
-        owner = torch.tensor([i for i, conts in enumerate(continuations) for _ in conts])
-        cache, prefix_mask = None, torch.zeros((len(owner), 0), dtype=torch.long)
-        if width:
-            input_ids, mask = self._left_pad(prefixes)
-            cache = self.model.model(input_ids=input_ids, attention_mask=mask,
-                                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True).past_key_values
-            cache.reorder_cache(owner)
-            prefix_mask = mask[owner]
-        rows = [[contexts[i][-1]] + x[:-1] for i, conts in enumerate(continuations) for x in conts]
-        targets = [x for conts in continuations for x in conts]
-        row_width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), row_width), self.pad_id, dtype=torch.long)
-        row_mask = torch.zeros((len(rows), row_width), dtype=torch.long)
+        width = max(len(r.tokens) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segments = torch.full((len(rows), width), -1, dtype=torch.long)
         for i, row in enumerate(rows):
-            input_ids[i, :len(row)] = torch.tensor(row)
-            row_mask[i, :len(row)] = 1
-        positions = prefix_mask.sum(-1, keepdim=True) + torch.arange(row_width)
-        logits = self.model(input_ids=input_ids, attention_mask=torch.cat([prefix_mask, row_mask], dim=1),
-                            position_ids=positions, past_key_values=cache, use_cache=cache is not None).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        flat = []
-        for i, target in enumerate(targets):
-            row = logprobs[i, :len(target)]
-            target = torch.tensor(target)
-            flat.append((float(row.gather(-1, target[:, None]).sum()), bool((row.argmax(-1) == target).all())))
-        scores, start = [], 0
-        for conts in continuations:
-            scores.append(flat[start:start + len(conts)])
-            start += len(conts)
+            input_ids[i, :len(row.tokens)] = torch.tensor(row.tokens)
+            positions[i, :len(row.tokens)] = torch.tensor(row.positions)
+            segments[i, :len(row.tokens)] = torch.tensor(row.segments)
+        index = torch.arange(width)
+        causal = index[None, :] <= index[:, None]
+        # a query sees earlier context tokens (segment 0) and earlier tokens of its own continuation; padding sees
+        # only itself, so no attention row is empty
+        same = (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
+        mask = (causal & same & (segments[:, None, :] >= 0)) | torch.eye(width, dtype=torch.bool)
+        hidden = self.model.model(input_ids=input_ids, attention_mask=mask[:, None], position_ids=positions,
+                                  use_cache=False).last_hidden_state
+        reads = [(i, p) for i, row in enumerate(rows) for reads in row.reads for p in reads]
+        selected = hidden[torch.tensor([i for i, _ in reads]), torch.tensor([p for _, p in reads])]
+        logprobs = torch.log_softmax(self.model.lm_head(selected).float(), dim=-1)
+        scores, cursor = [], 0
+        for row in rows:
+            row_scores = []
+            for target in row.targets:
+                block = logprobs[cursor:cursor + len(target)]
+                target = torch.tensor(target)
+                row_scores.append((float(block.gather(-1, target[:, None]).sum()),
+                                   bool((block.argmax(-1) == target).all())))
+                cursor += len(target)
+            scores.append(row_scores)
         return scores
 
     def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
@@ -256,6 +251,29 @@ class VLLMEngine(_Tokenising):
     def close(self) -> None:
         del self.llm
         gc.collect()
+
+
+@dataclass
+class _Packed:
+    """One context and all its continuations in one sequence (see HFEngine.loglikelihood)."""
+
+    tokens: list[int]
+    positions: list[int]  # each continuation restarts right after the context
+    segments: list[int]  # 0 = context, j = continuation j
+    reads: list[list[int]]  # per continuation: the row positions whose logits predict its tokens
+    targets: list[list[int]]
+
+
+def _pack(context: list[int], continuations: list[list[int]]) -> _Packed:
+    tokens, positions, segments = list(context), list(range(len(context))), [0] * len(context)
+    reads = []
+    for j, continuation in enumerate(continuations, start=1):
+        start = len(tokens)
+        reads.append([len(context) - 1] + list(range(start, start + len(continuation) - 1)))
+        tokens += continuation
+        positions += range(len(context), len(context) + len(continuation))
+        segments += [j] * len(continuation)
+    return _Packed(tokens, positions, segments, reads, continuations)
 
 
 def _read_config(model_path: str | Path) -> dict:

@@ -43,7 +43,7 @@ def sized_card(suite: Suite, name: str) -> TaskCard:
 
 def run_suite(suite: Suite, run_dir: Path, log: Callable[[str], None] = print) -> Path:
     run_dir = Path(run_dir)
-    cards = {name: sized_card(suite, name) for name in suite.tasks}
+    cards = {card.name: card for card in (sized_card(suite, task) for task in suite.tasks)}  # task: name or path
     splits = {name: tasks.split(card) for name, card in cards.items()}
     methods = {spec.name: baselines.build(spec) for spec in suite.methods}
     for method in methods.values():
@@ -120,7 +120,12 @@ def _start_manifest(suite: Suite, run_dir: Path, cards: dict, splits: dict) -> d
         "methods": {},
     }
     for name, card in cards.items():
-        manifest["tasks"][name] = _task_entry(card, splits[name])
+        entry = _task_entry(card, splits[name])
+        stored = manifest["tasks"].get(name)
+        if stored and (stored["test_hash"], stored["sizes"]) != (entry["test_hash"], entry["sizes"]):
+            raise UserError(f"task {name} changed since {run_dir} was written (its card or data differ); "
+                            "pass --out to a new folder or delete it to start over")
+        manifest["tasks"][name] = entry
     for spec in suite.methods:
         entry = manifest["methods"].setdefault(spec.name, {"method": spec.method, "params": spec.params, "runs": {}})
         if (entry["method"], entry["params"]) != (spec.method, spec.params):
@@ -136,7 +141,7 @@ def _task_entry(card: TaskCard, splits) -> dict:
 
     entry = dataclasses.asdict(card)
     entry["sizes"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
-    entry["test_hash"] = stable_hash([(e.id, e.prompt, e.choices, e.gold) for e in splits.test])
+    entry["test_hash"] = stable_hash([(e.id, e.prompt, e.choices, e.gold) for e in splits.test + splits.val])
     return entry
 
 

@@ -103,3 +103,35 @@ def test_eval_through_vllm_matches_hf(tmp_path):
     hf, vllm = _eval(tmp_path, "hf"), _eval(tmp_path, "vllm")
     pd.testing.assert_series_equal(hf.acc, vllm.acc)
     assert (abs(hf.ece - vllm.ece) <= 0.01).all()
+
+
+def test_a_changed_task_is_refused_not_silently_reused(smoke_run, monkeypatch):
+    import dataclasses
+
+    import tasks
+    from harness.errors import UserError
+
+    run_dir, _, _ = smoke_run
+    original = tasks.get_card
+
+    def noisier(name):
+        card = original(name)
+        return dataclasses.replace(card, options={**card.options, "noise": 0.3}) if name == "smoke_ood" else card
+
+    monkeypatch.setattr(tasks, "get_card", noisier)
+    with pytest.raises(UserError, match="task smoke_ood changed"):
+        run_suite(load_suite("smoke"), run_dir, log=lambda _: None)
+
+
+def test_eval_takes_a_card_file_of_ones_own(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"prompt": "Which is heaviest?", "choices": ["a feather", "a brick"], "gold": 1}\n'
+                    '{"prompt": "Which is lightest?", "choices": ["a truck", "a leaf"], "gold": "a leaf"}\n')
+    (tmp_path / "my_task.yaml").write_text("name: my_task\ndomain: ood\nfamily: mine\nformat: mc\n"
+                                           "source: jsonl:mine.jsonl\ntest: 2\n")
+    result = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", "tiny-random", "--tasks",
+                             str(tmp_path / "my_task.yaml"), "--backend", "hf", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert results.task.tolist() == ["my_task"] and results.n.tolist() == [2]
