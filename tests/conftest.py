@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,10 @@ os.environ["TRUSTBENCH_CACHE"] = tempfile.mkdtemp(prefix="trustbench-test-cache-
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ["TRUSTBENCH_CACHE"], ignore_errors=True)
 
 
 def vllm_available() -> bool:

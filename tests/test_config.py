@@ -6,7 +6,7 @@ import pytest
 from harness.config import MethodSpec, builtin_suites, load_suite, override, parse_suite
 from harness.errors import UserError
 
-BASE = {"name": "t", "teacher": "tiny-random", "student": "tiny-random-l2", "tasks": ["smoke_id"],
+BASE = {"name": "t", "teacher": "tiny-random", "student": "tiny-random-l1", "tasks": ["smoke_id"],
         "methods": ["teacher", {"finetune": {"lr": 1e-3}}, {"method": "finetune", "name": "ft-slow", "lr": 1e-5}]}
 
 
