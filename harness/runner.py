@@ -45,6 +45,9 @@ def run_suite(suite: Suite, run_dir: Path, log: Callable[[str], None] = print) -
     run_dir = Path(run_dir)
     cards = {card.name: card for card in (sized_card(suite, task) for task in suite.tasks)}  # task: name or path
     splits = {name: tasks.split(card) for name, card in cards.items()}
+    for name, parts in splits.items():
+        if not parts.test:
+            raise UserError(f"task {name} has an empty test split; give it `test: N` in its card or the suite's sizes")
     methods = {spec.name: baselines.build(spec) for spec in suite.methods}
     for method in methods.values():
         method.check()

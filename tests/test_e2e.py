@@ -135,3 +135,34 @@ def test_eval_takes_a_card_file_of_ones_own(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert results.task.tolist() == ["my_task"] and results.n.tolist() == [2]
+
+
+def test_an_empty_test_split_is_refused_before_anything_is_written(tmp_path):
+    from harness.config import parse_suite
+    from harness.errors import UserError
+
+    suite = parse_suite({"name": "t", "teacher": "tiny-random", "student": "tiny-random-l1", "backend": "hf",
+                         "tasks": ["smoke_id", "smoke_ood"], "methods": ["zeroshot"], "sizes": {"smoke_ood": {"test": 0}}})
+    with pytest.raises(UserError, match="smoke_ood has an empty test split"):
+        run_suite(suite, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_method_from_outside_trustbench_runs_by_module_and_class(tmp_path, monkeypatch):
+    from harness.config import parse_suite
+
+    (tmp_path / "my_methods.py").write_text(
+        "from baselines import Method, StudentArtifact\n"
+        "from harness import zoo\n\n"
+        "class Untrained(Method):\n"
+        "    name = 'untrained'\n"
+        "    trains = False\n\n"
+        "    def fit(self, ctx):\n"
+        "        return StudentArtifact(zoo.resolve(ctx.suite.student), {'teacher_calls': 0})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = parse_suite({"name": "plugin", "teacher": "tiny-random", "student": "tiny-random-l1", "backend": "hf",
+                         "tasks": ["smoke_ood"], "methods": [{"name": "mine", "method": "my_methods:Untrained"}],
+                         "temperature_scaling": False})
+    run_suite(suite, tmp_path / "run", log=lambda _: None)
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert results.method.tolist() == ["mine"] and results.n.tolist() == [48]
