@@ -53,6 +53,17 @@ class Context:
         return zoo.resolve(self.suite.teacher)
 
 
+def cached_sft(ctx: Context, kind: str, cache: str, init: Path, config: TrainConfig, seed: int) -> StudentArtifact:
+    """Fine-tune `init` on the ID train split, once per hash of everything the result depends on."""
+    from harness.train import cached_checkpoint, finetune  # Trainer: slow to import, and `eval` never trains
+
+    key = {"kind": kind, "model": model_identity(init), "data": ctx.data_key(ctx.train), "mode": ctx.suite.scoring,
+           "train": dataclasses.asdict(config), "seed": seed}
+    path, cost = cached_checkpoint(cache, key, lambda out: finetune(init, ctx.pairs(ctx.train), config, seed, out,
+                                                                     log=ctx.log))
+    return StudentArtifact(path, cost)
+
+
 def model_identity(path: Path) -> str:
     """What a checkpoint's cache key depends on: its config and its weights' file sizes and names."""
     files = sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))

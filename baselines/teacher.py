@@ -5,22 +5,15 @@ The teacher is trained once with seed 0, whatever the run's seeds, so every stud
 """
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact, model_identity
+from baselines.base import Context, Method, StudentArtifact, cached_sft
 
 TEACHER_SEED = 0
 
 
 def finetuned_teacher(ctx: Context) -> StudentArtifact:
-    from harness.train import cached_checkpoint, finetune, train_config_dict  # Trainer: slow to import
-
-    config = ctx.suite.teacher_train or ctx.suite.train
-    init = ctx.teacher_init
-    key = {"kind": "teacher-sft", "model": model_identity(init), "data": ctx.data_key(ctx.train),
-           "mode": ctx.suite.scoring, "train": train_config_dict(config), "seed": TEACHER_SEED}
     ctx.log(f"teacher: fine-tuning {ctx.suite.teacher} on {len(ctx.train)} ID examples (cached by hash)")
-    path, cost = cached_checkpoint("teachers", key, lambda out: finetune(
-        init, ctx.pairs(ctx.train), config, TEACHER_SEED, out, log=ctx.log))
-    return StudentArtifact(path, cost)
+    return cached_sft(ctx, "teacher-sft", "teachers", ctx.teacher_init, ctx.suite.teacher_train or ctx.suite.train,
+                      TEACHER_SEED)
 
 
 class Teacher(Method):

@@ -7,7 +7,6 @@ which on CPU is most of the saving for a small model with a 49k vocabulary.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -117,7 +116,3 @@ def cached_checkpoint(kind: str, key: dict, build: Callable[[Path], dict]) -> tu
             write_json(tmp / "cost.json", cost)
             write_json(tmp / "key.json", key)
     return target, json.loads((target / "cost.json").read_text())
-
-
-def train_config_dict(config: TrainConfig) -> dict:
-    return asdict(config)

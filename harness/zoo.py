@@ -56,9 +56,10 @@ def check(name: str) -> None:
     """Fail fast (a UserError) on a model name that `resolve` could not serve, without building anything."""
     match = _LAYER_DROP.match(name)
     if name == "smollm2-135m":
-        _smollm2_gguf() if not (cache_dir("models") / name / "config.json").exists() else None
+        if not (cache_dir("models") / name / "config.json").exists():
+            _smollm2_gguf()  # the wheel must be there to convert from
     elif name == "tiny-random" or (Path(name) / "config.json").exists():
-        pass
+        return
     elif match and (match["base"] in MODELS or Path(match["base"]).is_dir()):
         check(match["base"])
     elif not _hf_cached(name):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 

@@ -262,7 +262,7 @@ def download(dest: Path, url: str = ARCHIVE_URL, sha256: str = ARCHIVE_SHA256) -
             raise UserError(f"cannot download {ARCHIVE_NAME} ({exc}); check the network, or put the file at {dest}") from None
         match = re.search(r'href="([^"#]*/' + re.escape(ARCHIVE_NAME) + r')#sha256=' + sha256, page)
         if not match:
-            raise UserError(f"{SIMPLE_INDEX} does not list {ARCHIVE_NAME} with the expected sha256; put the file at {dest}")
+            raise UserError(f"{SIMPLE_INDEX} does not list {ARCHIVE_NAME} with the expected sha256; put the file at {dest}") from None
         try:
             _fetch(match.group(1), dest, sha256)
         except OSError as exc:
