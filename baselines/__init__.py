@@ -10,13 +10,15 @@ from importlib.metadata import entry_points
 
 from baselines.base import Context, Method, StudentArtifact
 from baselines.finetune import Finetune
+from baselines.first import First
+from baselines.kd import KD
 from baselines.load import Load
 from baselines.teacher import Teacher
 from baselines.zeroshot import ZeroShot
 from harness.config import MethodSpec
 from harness.errors import UserError
 
-BUILTIN: dict[str, type[Method]] = {m.name: m for m in (Teacher, ZeroShot, Finetune, Load)}
+BUILTIN: dict[str, type[Method]] = {m.name: m for m in (Teacher, ZeroShot, Finetune, KD, First, Load)}
 
 __all__ = ["BUILTIN", "Context", "Method", "StudentArtifact", "available", "build"]
 

@@ -64,6 +64,31 @@ def cached_sft(ctx: Context, kind: str, cache: str, init: Path, config: TrainCon
     return StudentArtifact(path, cost)
 
 
+@dataclass
+class DistillData:
+    """Examples encoded exactly as `finetune` encodes them, so teacher outputs line up with the student's targets."""
+
+    pairs: list[tuple[str, str]]
+    sequences: list[list[int]]  # prompt + target token ids
+    starts: list[int]  # where each target begins
+
+    @property
+    def responses(self) -> list[list[int]]:
+        return [seq[start:] for seq, start in zip(self.sequences, self.starts)]
+
+
+def distill_data(ctx: Context, examples: list[Example], config: TrainConfig) -> DistillData:
+    """Encode `examples` with the student's tokenizer (the runner has checked the teacher's is the same)."""
+    from transformers import AutoTokenizer
+
+    from harness.train import encode_pairs
+
+    pairs = ctx.pairs(examples)
+    features = encode_pairs(AutoTokenizer.from_pretrained(ctx.student_init), pairs, config.max_length)
+    return DistillData(pairs, [f["input_ids"] for f in features],
+                       [len(f["input_ids"]) - f["target_len"] for f in features])
+
+
 def model_identity(path: Path) -> str:
     """What a checkpoint's cache key depends on: its config and its weights' file sizes and names."""
     files = sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
@@ -77,6 +102,7 @@ class Method:
     seeded: ClassVar[bool] = True
     trains: ClassVar[bool] = True  # needs the ID train split
     params: ClassVar[tuple[str, ...]] = ()  # accepted params besides TrainConfig fields
+    distils_logits: ClassVar[bool] = False  # compares teacher and student distributions: same vocabulary needed
 
     def __init__(self, spec: MethodSpec):
         allowed = set(self.params) | {f.name for f in dataclasses.fields(TrainConfig)}

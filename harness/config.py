@@ -96,6 +96,9 @@ def load_suite(name_or_path: str) -> Suite:
         raise UserError(f"suite file {path}{line} is not valid YAML: fix the syntax") from None
     if not isinstance(raw, dict):
         raise UserError(f"suite file {path} must be a mapping with keys such as teacher, student, tasks, methods")
+    if "extends" in raw:  # a variant of another suite: its settings, with this file's keys on top
+        base = _raw(load_suite(str(raw.pop("extends"))))
+        raw = {**base, "description": "", **raw, "name": raw.get("name", path.stem)}
     raw.setdefault("name", path.stem)
     return parse_suite(raw, source=str(path))
 

@@ -4,6 +4,8 @@
   each prompt; one forward per question and logits only at that position (letter-mode scoring).
 - `loglikelihood(requests)`: lm-eval semantics: (context, continuation) -> (summed log-prob, is_greedy), with
   lm-eval's tokenisation (`_encode_pair`), so predictions match `lm_eval --model hf`.
+- `topk_logprobs(sequences, starts, k)`: teacher-forced top-k next-token log-probs at every response position
+  (the teacher cache of distillation methods); `k=None` keeps the full distribution (HF only).
 - `generate(prompts, max_tokens, temperature, n, seed)`: sampled or greedy continuations.
 
 Both engines tokenise the same way, so the same checkpoint gives the same predictions on either.
@@ -31,6 +33,9 @@ class Engine(Protocol):
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray: ...
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]: ...
+
+    def topk_logprobs(self, sequences: Sequence[Sequence[int]], starts: Sequence[int],
+                      k: int | None) -> list[tuple[np.ndarray | None, np.ndarray]]: ...
 
     def generate(self, prompts: Sequence[str], max_tokens: int = 64, temperature: float = 0.0, n: int = 1,
                  seed: int = 0) -> list[list[str]]: ...
@@ -161,6 +166,33 @@ class HFEngine(_Tokenising):
             scores.append(row_scores)
         return scores
 
+    def topk_logprobs(self, sequences, starts, k):
+        """For sequence i, the next-token log-probs at positions starts[i]-1 .. len-2 (they predict the response
+        tokens starts[i] .. len-1): the top k (ids int32, log-probs float32, by rank) or, with k=None, all of them
+        (ids None). Logit rows past the tokenizer's vocabulary (padding) are cut off before the softmax."""
+        torch = self.torch
+        vocab = len(self.tokenizer)
+        order = np.argsort([len(s) for s in sequences])
+        results: list = [None] * len(sequences)
+        with torch.inference_mode():
+            for start in _progress(range(0, len(order), self.batch_size), self.progress, "teacher top-k"):
+                batch = order[start:start + self.batch_size]
+                input_ids, mask = self._left_pad([list(sequences[i]) for i in batch])
+                hidden = self.model.model(input_ids=input_ids, attention_mask=mask,
+                                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+                width = input_ids.shape[1]
+                for row, i in enumerate(batch):
+                    offset = width - len(sequences[i])  # left padding
+                    positions = torch.arange(starts[i] - 1, len(sequences[i]) - 1) + offset
+                    logits = self.model.lm_head(hidden[row, positions])[:, :vocab].float()
+                    logprobs = torch.log_softmax(logits, dim=-1)
+                    if k is None:
+                        results[i] = (None, logprobs.numpy().astype(np.float32))
+                    else:
+                        values, ids = logprobs.topk(k, dim=-1)
+                        results[i] = (ids.numpy().astype(np.int32), values.numpy().astype(np.float32))
+        return results
+
     def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
         torch = self.torch
         torch.manual_seed(seed)
@@ -215,6 +247,7 @@ class VLLMEngine(_Tokenising):
         self.llm = LLM(model=str(model_path), dtype=dtype, max_model_len=self.max_length, seed=seed,
                        enforce_eager=True, max_logprobs=max_logprobs, **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_logprobs = max_logprobs
         self.progress = progress
 
     def _run(self, token_lists, params):
@@ -239,6 +272,23 @@ class VLLMEngine(_Tokenising):
             positions = range(len(ids) - len(continuation), len(ids))
             entries = [out.prompt_logprobs[p][ids[p]] for p in positions]
             results.append((float(sum(e.logprob for e in entries)), all(e.rank == 1 for e in entries)))
+        return results
+
+    def topk_logprobs(self, sequences, starts, k):
+        """As `HFEngine.topk_logprobs`, through `prompt_logprobs=k` (vLLM adds the actual token when it is outside
+        the top k; it is dropped here). The full distribution is not offered: use the HF engine for that."""
+        from vllm import SamplingParams
+
+        if k is None or k > self.max_logprobs:
+            raise UserError(f"the vLLM engine returns at most max_logprobs={self.max_logprobs} log-probs per "
+                            f"position, not {k or 'the full vocabulary'}; use the HF engine (backend: hf)")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
+        results = []
+        for ids, start, out in zip(sequences, starts, self._run([list(s) for s in sequences], params)):
+            rows = [sorted((e.rank, token, e.logprob) for token, e in out.prompt_logprobs[p].items() if e.rank <= k)
+                    for p in range(start, len(ids))]
+            results.append((np.array([[token for _, token, _ in row] for row in rows], dtype=np.int32),
+                            np.array([[logprob for _, _, logprob in row] for row in rows], dtype=np.float32)))
         return results
 
     def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):

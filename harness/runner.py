@@ -53,6 +53,8 @@ def run_suite(suite: Suite, run_dir: Path, log: Callable[[str], None] = print) -
         method.check()
     zoo.check(suite.teacher)
     zoo.check(suite.student)
+    if any(m.distils_logits for m in methods.values()):
+        _check_vocabularies(suite)
     id_tasks = [name for name, card in cards.items() if card.domain == "id"]
     if not id_tasks and any(m.trains for m in methods.values()):
         raise UserError(f"suite {suite.name} has no ID task to train on: add one (`trustbench list tasks`)")
@@ -73,13 +75,24 @@ def run_suite(suite: Suite, run_dir: Path, log: Callable[[str], None] = print) -
             ctx = baselines.Context(suite=suite, spec=method.spec, seed=seed, train=train, val=val, log=log)
             artifact = method.fit(ctx)
             _score_cells(suite, artifact.path, cells, run_dir, name, seed, log)
+            done = manifest["methods"][name]["runs"].get(str(seed), {}).get("tasks", [])
             manifest["methods"][name]["runs"][str(seed)] = {
                 "checkpoint": str(artifact.path), "cost": artifact.cost,
-                "wall_seconds": round(time.perf_counter() - started, 2)}
+                "wall_seconds": round(time.perf_counter() - started, 2),
+                "tasks": sorted(set(done) | set(splits))}  # every cell of these is on disk now: reports check it
             write_json(run_dir / "manifest.json", manifest)
     from reports import build_report
 
     return build_report(run_dir)
+
+
+def _check_vocabularies(suite: Suite) -> None:
+    from transformers import AutoTokenizer
+
+    from harness.teacher_cache import check_same_vocabulary
+
+    check_same_vocabulary(AutoTokenizer.from_pretrained(zoo.resolve(suite.teacher)),
+                          AutoTokenizer.from_pretrained(zoo.resolve(suite.student)), suite.teacher, suite.student)
 
 
 def _pending_cells(run_dir, method, seed, splits, id_tasks, temperature_scaling) -> list[tuple[str, str, list[Example]]]:

@@ -29,6 +29,12 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -
 
 
 class LeftPadCollator:
+    """Left-pads a batch so every target ends at the last position.
+
+    Any other feature (a distillation target such as `teacher_ids`) is an array with one row per target token; it
+    is right-aligned with the labels into `[batch, keep - 1, ...]`, zero where there is no target.
+    """
+
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
@@ -38,43 +44,67 @@ class LeftPadCollator:
         input_ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
         labels = torch.full((len(features), keep - 1), -100, dtype=torch.long)
+        extras = {key: torch.zeros((len(features), keep - 1, *torch.as_tensor(value).shape[1:]),
+                                   dtype=torch.as_tensor(value).dtype)
+                  for key, value in features[0].items() if key not in ("input_ids", "target_len")}
         for i, f in enumerate(features):
             ids = torch.tensor(f["input_ids"])
             input_ids[i, width - len(ids):] = ids
             mask[i, width - len(ids):] = 1
             labels[i, keep - 1 - f["target_len"]:] = ids[len(ids) - f["target_len"]:]
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "keep": keep}
+            for key, batch in extras.items():
+                batch[i, keep - 1 - f["target_len"]:] = torch.as_tensor(f[key])
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "keep": keep, **extras}
 
 
 class AnswerLossTrainer(Trainer):
-    """Cross-entropy on the target tokens, with logits computed only where a target is predicted.
+    """A loss on the target tokens, with logits computed only where a target is predicted.
 
-    Subclasses (distillation recipes) override `target_loss(logits, labels, inputs)`.
+    The loss is `loss(logits, labels, targets)`: `logits` and `labels` are `[batch, positions, ...]` over the target
+    positions (label -100 where there is none) and `targets` holds the batch's other per-target features (the
+    teacher's outputs). Cross-entropy on the answer by default; distillation recipes pass their own.
     """
+
+    def __init__(self, *args, loss: Callable | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.target_loss = loss or (lambda logits, labels, targets: answer_cross_entropy(logits, labels))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         keep = inputs.pop("keep")
         labels = inputs.pop("labels")
+        targets = {key: inputs.pop(key) for key in list(inputs) if key not in ("input_ids", "attention_mask")}
         positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         outputs = model(**inputs, position_ids=positions, logits_to_keep=keep)
         logits = outputs.logits[:, :-1]  # position t predicts token t + 1
-        loss = self.target_loss(logits, labels, inputs)
+        loss = self.target_loss(logits, labels, targets)
         return (loss, outputs) if return_outputs else loss
 
-    def target_loss(self, logits: torch.Tensor, labels: torch.Tensor, inputs: dict) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                                                 ignore_index=-100)
+
+def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens (label -100 elsewhere)."""
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                             ignore_index=-100)
 
 
 def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainConfig, seed: int, out_dir: Path,
-             trainer_class: type[AnswerLossTrainer] = AnswerLossTrainer, log: Callable[[str], None] = print) -> dict:
-    """Fine-tune `model_path` on (prompt, target) pairs and save the result (model + tokenizer) to `out_dir`."""
+             log: Callable[[str], None] = print, loss: Callable | None = None,
+             targets: Sequence[dict] | None = None) -> dict:
+    """Fine-tune `model_path` on (prompt, target) pairs and save the result (model + tokenizer) to `out_dir`.
+
+    `loss` replaces the answer cross-entropy (see `AnswerLossTrainer`); `targets`, one dict per pair, adds
+    per-target-token arrays (the teacher's outputs) that the loss reads.
+    """
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if config.train_layers:
         freeze_below(model, config.train_layers)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     features = encode_pairs(tokenizer, pairs, config.max_length)
+    if targets is not None:
+        features = [{**feature, **extra} for feature, extra in zip(features, targets, strict=True)]
+        if any(len(value) != f["target_len"] for f in features for key, value in f.items()
+               if key not in ("input_ids", "target_len")):
+            raise ValueError("teacher targets and target tokens are misaligned; were they encoded alike?")
     args = TrainingArguments(
         output_dir=str(out_dir / "trainer"), num_train_epochs=config.epochs, learning_rate=config.lr,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
@@ -83,7 +113,8 @@ def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainCo
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    trainer = trainer_class(model=model, args=args, train_dataset=features, data_collator=LeftPadCollator(pad_id))
+    trainer = AnswerLossTrainer(model=model, args=args, train_dataset=features, data_collator=LeftPadCollator(pad_id),
+                                loss=loss)
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started

@@ -60,3 +60,15 @@ def test_overrides_select_and_keep_the_hash():
     assert parse_suite({**BASE, "train": {"lr": 1e-2}}).hash != suite.hash
     with pytest.raises(UserError, match="not in suite"):
         override(suite, methods=["kd"])
+
+
+def test_a_suite_can_extend_another(tmp_path):
+    from harness.config import load_suite
+
+    path = tmp_path / "variant.yaml"
+    path.write_text("extends: smoke\nmethods: [finetune, {name: first_k3, method: first, k: 3}]\n")
+    variant, smoke = load_suite(str(path)), load_suite("smoke")
+    assert variant.name == "variant" and variant.teacher == smoke.teacher and variant.train == smoke.train
+    assert [m.name for m in variant.methods] == ["finetune", "first_k3"] and variant.hash == smoke.hash
+    ablations = load_suite("first-ablations")
+    assert ablations.hash == load_suite("demo").hash and len(ablations.methods) >= 10

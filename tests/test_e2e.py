@@ -12,7 +12,7 @@ import pytest
 from harness.config import load_suite
 from harness.runner import prediction_path, run_suite
 
-METHODS = ["teacher", "zeroshot", "finetune"]
+METHODS = ["teacher", "zeroshot", "finetune", "kd", "first"]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,11 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
     assert "finetune+ts" in leaderboard and "ID avg" in leaderboard and "OOD avg" in leaderboard
     for method in METHODS:
         assert (run_dir / "figures" / f"reliability_{method}_smoke_ood.png").exists()
+    first_figures = ["first_ece_vs_c", "first_topk_mass", "first_reliability_id_ood"]
+    for name in first_figures:
+        assert (run_dir / "figures" / f"{name}.png").exists()
     html = report.read_text()
-    assert html.count("data:image/png;base64,") == 12
+    assert html.count("data:image/png;base64,") >= 4 * len(METHODS) + len(first_figures)
 
 
 def test_predictions_follow_the_contract(smoke_run):
@@ -56,6 +59,15 @@ def test_manifest_records_the_run(smoke_run):
     assert manifest["tasks"]["smoke_ood"]["domain"] == "ood" and manifest["tasks"]["smoke_id"]["sizes"]["train"] == 64
     assert manifest["methods"]["finetune"]["runs"]["0"]["cost"]["train_examples"] == 64
     assert {"torch", "transformers", "lm-eval"} <= set(manifest["versions"])
+    first = manifest["methods"]["first"]["runs"]["0"]["cost"]["first"]
+    curve = dict(map(tuple, first["ece_curve"]))
+    assert first["c_mode"] == "search" and curve[first["c"]] == min(curve.values()) and len(curve) >= 10
+    cache = first["teacher_cache"]
+    assert cache["positions"] == 64 and cache["cache_bytes"] == 64 * first["k"] * 8
+    assert cache["full_over_cache"] == round(cache["full_bytes"] / cache["cache_bytes"], 1) > 1
+    assert sum(first["topk_mass_hist"]) == 64 and 0 < first["topk_mass_mean"] <= 1
+    kd = manifest["methods"]["kd"]["runs"]["0"]["cost"]
+    assert kd["teacher_cache"]["full_over_cache"] == 1.0 and kd["train_examples"] == 64
 
 
 def test_repeat_skips_finished_cells_and_resumes_missing_ones(smoke_run):

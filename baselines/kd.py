@@ -1,0 +1,64 @@
+"""`kd`: Hinton distillation over the full vocabulary at the answer positions.
+
+    loss = alpha * CE(gold, student) + (1 - alpha) * tau^2 * KL(softmax(z_T / tau) || softmax(z_S / tau))
+
+averaged over the target positions; defaults tau = 2, alpha = 0.5. With alpha = 0 and tau = 1 it is the pure
+full-distribution reference that FIRST's top-k claim is measured against (a suite entry: `{name: kd_pure,
+method: kd, alpha: 0, tau: 1}`). The teacher is the fine-tuned teacher, frozen, so its distributions are computed
+once (HF engine, cached by hash) rather than at every step: the same loss, a fraction of the compute.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import torch
+
+from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity
+from baselines.teacher import finetuned_teacher
+from harness.errors import UserError
+
+
+def kd_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, alpha: float, tau: float) -> torch.Tensor:
+    """Hinton's loss at the positions with a label; `targets["teacher_logprobs"]` is `[batch, positions, vocab]`."""
+    mask = labels != -100
+    teacher = targets["teacher_logprobs"][mask].float()
+    student = logits[mask][:, :teacher.shape[-1]].float()  # a padded student vocabulary is cut to the tokenizer's
+    teacher_log = torch.log_softmax(teacher / tau, dim=-1)
+    kl = (teacher_log.exp() * (teacher_log - torch.log_softmax(student / tau, dim=-1))).sum(-1).mean()
+    ce = torch.nn.functional.cross_entropy(student, labels[mask])
+    return alpha * ce + (1 - alpha) * tau ** 2 * kl
+
+
+class KD(Method):
+    name = "kd"
+    params = ("alpha", "tau")
+    distils_logits = True
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.alpha = float(spec.params.get("alpha", 0.5))
+        self.tau = float(spec.params.get("tau", 2.0))
+        if not (0 <= self.alpha <= 1 and self.tau > 0):
+            raise UserError(f"method {spec.name!r}: needs 0 <= alpha <= 1 and tau > 0 (got {self.alpha}, {self.tau})")
+
+    def fit(self, ctx: Context) -> StudentArtifact:
+        from harness.teacher_cache import teacher_outputs
+        from harness.train import cached_checkpoint, finetune
+
+        config = ctx.train_config()
+        teacher = finetuned_teacher(ctx).path
+        data = distill_data(ctx, ctx.train, config)
+        outputs = teacher_outputs(teacher, data.sequences, data.starts, None, "hf", ctx.log)
+        targets = [{"teacher_logprobs": outputs.sequence(i)[1]} for i in range(len(outputs))]
+        ctx.log(f"{ctx.spec.name}: distilling {ctx.suite.teacher} into {ctx.suite.student} "
+                f"(alpha {self.alpha}, tau {self.tau}, seed {ctx.seed})")
+        key = {"kind": "kd", "model": model_identity(ctx.student_init), "teacher": model_identity(teacher),
+               "data": ctx.data_key(ctx.train), "mode": ctx.suite.scoring, "train": dataclasses.asdict(config),
+               "alpha": self.alpha, "tau": self.tau, "seed": ctx.seed}
+        loss = partial(kd_loss, alpha=self.alpha, tau=self.tau)
+        path, cost = cached_checkpoint("students", key, lambda out: finetune(
+            ctx.student_init, data.pairs, config, ctx.seed, out, log=ctx.log, loss=loss, targets=targets))
+        return StudentArtifact(path, {**cost, "teacher_calls": len(data.sequences),
+                                      "teacher_tokens": outputs.info["tokens"],
+                                      "teacher_cache": outputs.record()})
