@@ -27,7 +27,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/trustbench run demo
 
+# The report's browser test needs Debian's chromium (headless); it is installed here when missing.
 test: setup
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 	$(PY) -m pytest $(PYTEST)
 
 clean:

@@ -84,11 +84,80 @@ def evaluate(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run directory written by `trustbench run`")) -> None:
-    """Rebuild results, leaderboard, figures and report.html from stored predictions only (no model needed)."""
+def report(
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="run directories written by "
+                                          "`trustbench run`; several are merged (same suite settings and scoring mode)"),
+    out: Optional[Path] = typer.Option(None, help="where to write the report (default: the run directory; "
+                                                  "required when merging)"),
+) -> None:
+    """Rebuild results, leaderboards (md, csv, tex), figures and report.html from stored predictions only.
+
+    No model and no GPU are needed. Rows are ranked by the Brier score averaged over the ID and OOD averages.
+    """
     from reports import build_report
 
-    typer.echo(f"report: {build_report(run_dir)}")
+    typer.echo(f"report: {build_report(run_dirs, out=out)}")
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.lower() for n in _names(value) or []))
+    unknown = [n for n in names if n not in FIGURE_FORMATS]
+    if unknown or not names:
+        raise UserError(f"--format {value!r}: unknown figure format {', '.join(unknown) or '(none given)'}; "
+                        f"use {', '.join(FIGURE_FORMATS)}, comma-separated, e.g. --format png,pdf")
+    return names
+
+
+@app.command()
+def figures(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `trustbench run`"),
+    fmt: str = typer.Option("png", "--format", help=f"figure formats, comma-separated: {', '.join(FIGURE_FORMATS)}"),
+) -> None:
+    """Redraw every figure of a run into RUN_DIR/figures from its stored predictions and manifest only.
+
+    Reliability diagrams per method x task, the reliability grid, accuracy vs ECE, the ID -> OOD change, and
+    every figure a method registers (e.g. FIRST's ECE(c) and top-k mass). No model and no GPU are needed.
+    """
+    from reports.figures import write_figures
+    from reports.results import compute_results
+
+    formats = _formats(fmt)
+    paths = write_figures(run_dir, compute_results(run_dir), formats=formats)
+    typer.echo(f"figures: {len(paths)} files ({', '.join(formats)}) in {run_dir / 'figures'}")
+
+
+@app.command()
+def gate(
+    baseline: Path = typer.Argument(..., help="the reference run directory (written by `trustbench run`)"),
+    candidate: Path = typer.Argument(..., help="the run directory to check against it"),
+    max_acc_drop: float = typer.Option(0.01, help="tolerated accuracy drop, a fraction (0.01 = one point)"),
+    max_ece_rise: float = typer.Option(0.01, help="tolerated ECE rise, a fraction (0.01 = one point)"),
+    alpha: float = typer.Option(0.05, help="one-sided level: the bound is the alpha-quantile of the bootstrap"),
+    n_boot: int = typer.Option(2000, help="paired bootstrap resamples"),
+    seed: int = typer.Option(0, help="bootstrap seed (the verdict is deterministic for a seed)"),
+    methods: Optional[str] = typer.Option(None, help="gate only these methods, comma-separated: NAME, or "
+                                                     "BASE=CAND to gate a candidate method against a baseline "
+                                                     "method of another name (e.g. finetune=mine)"),
+) -> None:
+    """Is CANDIDATE worse than BASELINE? Exit 0: no regression, 1: regression, 2: not comparable.
+
+    For each (method, task) both runs scored, a paired bootstrap over the shared test examples (and shared seeds)
+    gives a one-sided lower bound of the accuracy drop and of the ECE rise; a cell regresses when either bound
+    exceeds its tolerance. The runs must share the suite settings (suite hash), the scoring mode and the test
+    examples of every gated task; otherwise the reason is printed and the exit code is 2.
+    """
+    from reports.gate import NOT_COMPARABLE, compare_runs, format_gate, parse_method_pairs
+
+    result = compare_runs(baseline, candidate, max_acc_drop=max_acc_drop, max_ece_rise=max_ece_rise, alpha=alpha,
+                          n_boot=n_boot, seed=seed, methods=parse_method_pairs(methods))
+    if result.exit_code == NOT_COMPARABLE:
+        typer.echo(f"not comparable: {result.reason}", err=True)
+    else:
+        typer.echo(format_gate(result))
+    raise typer.Exit(result.exit_code)
 
 
 @app.command("list")

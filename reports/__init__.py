@@ -1,31 +1,91 @@
-"""Reports: pure functions from a run directory's stored predictions to results, leaderboard, figures, HTML.
+"""Reports: pure functions from stored predictions to results, leaderboards, figures and report.html.
 
-`build_report(run_dir)` redoes all of it; no model and no GPU are needed, and every file is written atomically.
+`build_report(run_dirs, out)` redoes all of it for one run, or for several comparable runs merged; no model and
+no GPU are needed. Everything is computed before anything is written, and every file is written atomically.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-from harness.cache import write_text
+from harness.cache import write_json, write_text
+from harness.errors import UserError
 
 
-def build_report(run_dir: str | Path) -> Path:
-    """Write results.csv, leaderboard.md, figures/*.png and report.html into `run_dir`; return report.html."""
+def _run_list(run_dirs) -> list[Path]:
+    return [Path(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [Path(d) for d in run_dirs]
+
+
+def _out_dir(run_dirs: list[Path], out) -> Path:
+    """Where the report goes: the run itself by default; a separate, new place when merging."""
+    if not run_dirs:
+        raise UserError("no run directory given: `trustbench report RUN_DIR [RUN_DIR ...]`")
+    if out is None:
+        if len(run_dirs) > 1:
+            raise UserError(f"merging {len(run_dirs)} runs needs --out DIR: the merged report gets its own folder")
+        return run_dirs[0]
+    out = Path(out)
+    if len(run_dirs) > 1 and any(out.resolve() == d.resolve() for d in run_dirs):
+        raise UserError(f"--out {out} is one of the runs being merged: give the merged report a folder of its own")
+    return out
+
+
+def _figures(run_dirs: list[Path], out: Path, manifest: dict, results) -> list[Path]:
+    """`write_figures` into `out/figures`. It reads one run directory, so for a merge (or an --out elsewhere) it
+    reads a temporary one inside `out`: the merged manifest and links to every run's predictions."""
     from reports.figures import write_figures
-    from reports.html import render_html
-    from reports.leaderboard import leaderboard_markdown
-    from reports.results import compute_results, load_manifest
 
-    run_dir = Path(run_dir)
-    manifest = load_manifest(run_dir)
-    results = compute_results(run_dir)
-    write_text(run_dir / "results.csv", results_csv(results))
-    md = leaderboard_markdown(results, manifest.get("tasks") or {}, manifest.get("scoring"), manifest.get("metrics"))
-    write_text(run_dir / "leaderboard.md", md)
-    figures = write_figures(run_dir, results)
-    path = run_dir / "report.html"
-    write_text(path, render_html(run_dir, results, md, figures))
-    return path
+    if len(run_dirs) == 1 and out.resolve() == run_dirs[0].resolve():
+        return write_figures(out, results)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as tmp:
+        stage = Path(tmp)
+        write_json(stage / "manifest.json", manifest)
+        for run in run_dirs:
+            for src in sorted((run / "predictions").glob("*/*.parquet")):
+                link = stage / "predictions" / src.parent.name / src.name
+                if not link.exists():  # a cell in two runs is the same in both (checked by the merge)
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to(src.resolve())
+        figures = []
+        for path in write_figures(stage, results):
+            dest = out / Path(path).relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+            figures.append(dest)
+    return figures
+
+
+def build_report(run_dirs, out: str | Path | None = None) -> Path:
+    """Write results.csv, leaderboard.{md,csv,tex}, costs.csv, figures/*.png and report.html; return its path.
+
+    `run_dirs` is one run directory (the report goes into it unless `out` is given) or several comparable ones,
+    merged (see `reports.merge`) into `out`, which is then required.
+    """
+    from reports.costs import cost_table
+    from reports.html import render_html
+    from reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
+    from reports.merge import load_runs
+
+    run_dirs = _run_list(run_dirs)
+    out = _out_dir(run_dirs, out)
+    manifest, results = load_runs(run_dirs)
+    frame = leaderboard_frame(results, manifest.get("tasks") or {})
+    scoring, metrics = manifest.get("scoring"), manifest.get("metrics")
+    md = render_markdown(frame, results, scoring, metrics)
+    files = {
+        "results.csv": results_csv(results),
+        "leaderboard.md": md,
+        "leaderboard.csv": render_csv(frame),
+        "leaderboard.tex": render_latex(frame, results, scoring, metrics),
+        "costs.csv": cost_table(manifest).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
+    }
+    figures = _figures(run_dirs, out, manifest, results)
+    files["report.html"] = render_html(manifest, results, frame, figures)
+    for name, text in files.items():
+        write_text(out / name, text)
+    return out / "report.html"
 
 
 def results_csv(results) -> str:

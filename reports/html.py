@@ -1,18 +1,23 @@
-"""report.html: one self-contained page (inline CSS, base64 images, no scripts, no network)."""
+"""report.html: one self-contained page (inline CSS and script, base64 images, no network).
+
+Run info, the sortable leaderboard (click a header; `#sort=<table id>:<column>:asc|desc` in the address opens
+it sorted), a drill-down per task (its rows for every method and seed, and its figures; `#task-<name>` opens
+it), every results row, and any figure not tied to one task.
+"""
 from __future__ import annotations
 
 import base64
 import html
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from reports.figures import figure_name
-from reports.leaderboard import method_order, task_columns
-from reports.results import METRICS, load_manifest
+from reports.leaderboard import FOOTNOTE, RANKING, format_cell, header_line, suite_name, task_columns, titles
+from reports.results import METRICS
 
+IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; line-height: 1.4; }
@@ -22,104 +27,160 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
+td.best { font-weight: bold; } td.avg, th.avg { border-left: 2px solid #999; }
+table.sortable th { cursor: pointer; user-select: none; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; } th[aria-sort="descending"]::after { content: " \\25BC"; }
 code { background: #f3f3f3; padding: 0 3px; }
+details { margin: 0.4em 0; } summary { cursor: pointer; font-weight: bold; }
 .figs { display: flex; flex-wrap: wrap; gap: 10px; }
 figure { margin: 0; } figure img { width: 330px; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.8em; text-align: center; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; } dt { font-weight: bold; }
 """
 
+# Click a header to sort by it (again to reverse); numbers sort by `data-value`, empty values last either way.
+SCRIPT = """
+(function () {
+  function key(cell) {
+    var v = cell.getAttribute("data-value");
+    if (v === null) return cell.textContent.trim().toLowerCase();
+    return v === "" ? null : parseFloat(v);
+  }
+  function sortTable(table, col, dir) {
+    var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (r, s) {
+      var a = key(r.cells[col]), b = key(s.cells[col]);
+      if (a === null || b === null) return (a === null) - (b === null);
+      return dir * (a < b ? -1 : a > b ? 1 : 0);
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+      th.setAttribute("aria-sort", i === col ? (dir > 0 ? "ascending" : "descending") : "none");
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+      th.addEventListener("click", function () {
+        sortTable(table, i, th.getAttribute("aria-sort") === "ascending" ? -1 : 1);
+      });
+    });
+    table.setAttribute("data-sortable", "ready");
+  });
+  var m = /^#sort=([\\w-]+):(\\d+):(asc|desc)$/.exec(window.location.hash);
+  var target = m && document.getElementById(m[1]);
+  if (target) sortTable(target, parseInt(m[2], 10), m[3] === "asc" ? 1 : -1);
+  var task = document.getElementById(decodeURIComponent(window.location.hash.slice(1)));
+  if (task && task.tagName === "DETAILS") { task.open = true; task.scrollIntoView(); }
+  window.addEventListener("load", function () {
+    var shown = Array.prototype.filter.call(document.images, function (img) { return img.naturalWidth > 0; });
+    document.body.setAttribute("data-images-loaded", String(shown.length));
+  });
+})();
+"""
 
-def _inline(text: str) -> str:
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _prose(text: str) -> str:
     """Escape, then turn `code` spans into <code>."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text, quote=False))
+    parts = _esc(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def markdown_to_html(md: str) -> str:
-    """The small markdown subset the leaderboard uses: #/## headings, pipe tables, paragraphs."""
-    out: list[str] = []
-    lines = md.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i].strip())
-                i += 1
-            rows = [[c.strip() for c in r.strip("|").split("|")] for r in block]
-            rows = [r for r in rows if not all(re.fullmatch(r":?-+:?", c) for c in r)]
-            if rows:
-                head, body = rows[0], rows[1:]
-                out.append("<table>")
-                out.append("<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>")
-                for r in body:
-                    cells = [f"<th>{_inline(r[0])}</th>"] + [f'<td class="num">{_inline(c)}</td>' for c in r[1:]]
-                    out.append("<tr>" + "".join(cells) + "</tr>")
-                out.append("</table>")
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*)$", line)
-        if heading:
-            level = min(len(heading.group(1)) + 1, 6)  # the page's own <h1> is the title
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif line:
-            para = [line]
-            while i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1].startswith(("|", "#")):
-                i += 1
-                para.append(lines[i].rstrip())
-            out.append(f"<p>{_inline(' '.join(para))}</p>")
-        i += 1
-    return "\n".join(out)
+def _num(value: float, text: str, extra: str = "") -> str:
+    """A numeric cell that sorts by `value` (empty when missing)."""
+    data = repr(float(value)) if math.isfinite(value) else ""
+    return f'<td class="num{extra}" data-value="{data}">{_esc(text)}</td>'
 
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+def _table(table_id: str, head: list[str], rows: list[str], avg_cols=()) -> str:
+    ths = "".join(f'<th class="avg">{_esc(h)}</th>' if h in avg_cols else f"<th>{_esc(h)}</th>" for h in head)
+    return "\n".join([f'<table class="sortable" id="{_esc(table_id)}"><thead><tr>{ths}</tr></thead><tbody>',
+                      *rows, "</tbody></table>"])
 
 
-def results_table_html(results: pd.DataFrame) -> str:
-    """Every results row: metric values with their 95% bootstrap CI."""
+def leaderboard_html(frame: pd.DataFrame, metric: str) -> str:
+    """One metric of the leaderboard frame: rank, method, then the columns; the best of each column in bold."""
+    part = frame[frame["metric"] == metric]
+    columns = list(dict.fromkeys(part["task"]))
+    averages = [c for c in columns if c.endswith(" avg")]
+    rows = []
+    for (rank, method), cells in part.groupby(["rank", "method"], sort=True):
+        tds = [_num(rank, str(rank)), f"<td>{_esc(method)}</td>"]
+        for cell in cells.itertuples(index=False):
+            extra = (" best" if cell.best else "") + (" avg" if cell.task in averages else "")
+            tds.append(_num(cell.mean, format_cell(cell._asdict()), extra))
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return _table(f"leaderboard-{metric}", ["rank", "method"] + columns, rows, averages)
+
+
+def results_table_html(results: pd.DataFrame, table_id: str = "results") -> str:
+    """Results rows: metric values with their 95% bootstrap CI."""
     head = ["method", "task", "domain", "seed", "n"] + list(METRICS) + ["temperature"]
-    out = ["<table>", "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    rows = []
     for _, r in results.iterrows():
-        cells = [f"<td>{html.escape(str(r[c]))}</td>" for c in ("method", "task", "domain")]
-        cells += [f'<td class="num">{int(r["seed"])}</td>', f'<td class="num">{int(r["n"])}</td>']
+        cells = [f"<td>{_esc(r[c])}</td>" for c in ("method", "task", "domain")]
+        cells += [_num(r["seed"], str(int(r["seed"]))), _num(r["n"], str(int(r["n"])))]
         for m in METRICS:
-            text = _fmt(float(r[m]))
-            if text != "–" and math.isfinite(float(r[f"{m}_lo"])) and math.isfinite(float(r[f"{m}_hi"])):
-                text += f" [{float(r[f'{m}_lo']):.4f}, {float(r[f'{m}_hi']):.4f}]"
-            cells.append(f'<td class="num">{text}</td>')
-        cells.append(f'<td class="num">{_fmt(float(r["temperature"]), 3)}</td>')
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    return "\n".join(out)
+            value, lo, hi = float(r[m]), float(r[f"{m}_lo"]), float(r[f"{m}_hi"])
+            text = f"{value:.4f}" if math.isfinite(value) else "–"
+            if math.isfinite(value) and math.isfinite(lo) and math.isfinite(hi):
+                text += f" [{lo:.4f}, {hi:.4f}]"
+            cells.append(_num(value, text))
+        t = float(r["temperature"])
+        cells.append(_num(t, f"{t:.3f}" if math.isfinite(t) else "–"))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return _table(table_id, head, rows)
 
 
-def _img(path: Path, caption: str) -> str:
+def costs_html(manifest: dict) -> str:
+    """Training cost and teacher-cache records per method x seed (`reports.costs`), or "" when there are none."""
+    from reports.costs import cost_table, format_value
+
+    table = cost_table(manifest)
+    if table.empty:
+        return ""
+    rows = ["<tr>" + "".join(f"<td>{_esc(format_value(v))}</td>" for v in row) + "</tr>"
+            for row in table.itertuples(index=False)]
+    return "\n".join(["<h2>Training cost and teacher cache</h2>",
+                      "<p>Per method and seed: training time and tokens, teacher calls, and for distillation "
+                      "methods the teacher cache: k, FIRST's chosen c, the mean teacher probability the top k "
+                      "keep (<code>topk_mass</code>), the cache's bytes against the full float32 distributions "
+                      "it replaces, and the extraction engine's speed.</p>",
+                      _table("costs", list(table.columns), rows)])
+
+
+def _img(path: Path, caption: str, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    alt = html.escape(f"reliability diagram: {caption}")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    mime = IMAGE_TYPES[Path(path).suffix]
+    return (f'<figure><img src="data:{mime};base64,{data}" alt="{_esc(alt)}">'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
-def figures_html(results: pd.DataFrame, tasks_meta: dict, figures) -> str:
-    """Every figure once, grouped by task (ID tasks, then OOD tasks), methods in leaderboard order."""
-    remaining = {Path(f).name: Path(f) for f in figures}
-    id_tasks, ood_tasks = task_columns(results, tasks_meta) if len(results) else ([], [])
-    methods = method_order(results["method"]) if len(results) else []
+def _figs(images: list[str]) -> str:
+    return '<div class="figs">' + "".join(images) + "</div>" if images else ""
+
+
+def drilldown_html(results: pd.DataFrame, tasks_meta: dict, methods: list[str], figures: dict[str, Path]) -> str:
+    """A collapsed <details> per task (ID, then OOD): every method x seed row of it and its reliability diagrams.
+
+    Pops the figures it shows from `figures`, so the caller can show the rest elsewhere.
+    """
+    id_tasks, ood_tasks = task_columns(results, tasks_meta)
     out = []
     for label, tasks in (("ID", id_tasks), ("OOD", ood_tasks)):
         for task in tasks:
-            imgs = [_img(remaining.pop(figure_name(m, task)), m) for m in methods if figure_name(m, task) in remaining]
-            if imgs:
-                out.append(f"<h3>{html.escape(task)} ({label})</h3>")
-                out.append('<div class="figs">' + "".join(imgs) + "</div>")
-    if remaining:
-        out.append("<h3>Other figures</h3>")
-        out.append('<div class="figs">' + "".join(_img(p, name) for name, p in sorted(remaining.items())) + "</div>")
+            meta = tasks_meta.get(task) if isinstance(tasks_meta.get(task), dict) else {}
+            family = f", {meta['family']}" if meta.get("family") else ""
+            shown = [m for m in methods if figure_name(m, task) in figures]
+            images = [_img(figures.pop(figure_name(m, task)), m, f"reliability diagram: {m} on {task}")
+                      for m in shown]
+            rows = results[results["task"] == task]
+            out += [f'<details id="task-{_esc(task)}"><summary>{_esc(task)} ({label}){_esc(family)}: '
+                    f"{len(rows)} rows, {len(images)} figures</summary>",
+                    results_table_html(rows, f"results-{task}"), _figs(images), "</details>"]
     return "\n".join(out)
 
 
@@ -127,7 +188,7 @@ def _info_html(manifest: dict, results: pd.DataFrame) -> str:
     scoring = manifest.get("scoring") or {}
     metrics = manifest.get("metrics") or {}
     items = [
-        ("suite", manifest.get("suite", "?")),
+        ("suite", suite_name(results)),
         ("config hash", manifest.get("suite_hash", "?")),
         ("scoring mode", scoring.get("mode", "?")),
         ("confidence", scoring.get("confidence", "?")),
@@ -137,45 +198,73 @@ def _info_html(manifest: dict, results: pd.DataFrame) -> str:
          if manifest.get("temperature_scaling") else "off"),
         ("seeds", ", ".join(str(s) for s in sorted(set(results["seed"])))),
     ]
-    out = ["<dl>"] + [f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items] + ["</dl>"]
+    out = ["<dl>"] + [f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items] + ["</dl>"]
+    sources = manifest.get("merged_from") or []
+    if sources:
+        out.append("<h3>Merged runs</h3><table>"
+                   "<tr><th>run</th><th>suite</th><th>created</th><th>git revision</th></tr>")
+        out += [f"<tr><td>{_esc(s['run'])}</td><td>{_esc(s['suite'])}</td><td>{_esc(s['created'])}</td>"
+                f"<td>{_esc(s['git_revision'])}</td></tr>" for s in sources]
+        out.append("</table>")
     tasks = manifest.get("tasks") or {}
     if tasks:
         out.append("<h3>Tasks</h3><table><tr><th>task</th><th>domain</th><th>family</th></tr>")
         for name, meta in tasks.items():
             meta = meta if isinstance(meta, dict) else {}
-            out.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(meta.get('domain', '?')))}</td>"
-                       f"<td>{html.escape(str(meta.get('family', '')))}</td></tr>")
+            out.append(f"<tr><td>{_esc(name)}</td><td>{_esc(meta.get('domain', '?'))}</td>"
+                       f"<td>{_esc(meta.get('family', ''))}</td></tr>")
         out.append("</table>")
-    versions = manifest.get("versions")
-    if isinstance(versions, dict) and versions:
-        out.append("<h3>Package versions</h3><table><tr><th>package</th><th>version</th></tr>")
-        for name in sorted(versions):
-            out.append(f"<tr><td>{html.escape(str(name))}</td><td>{html.escape(str(versions[name]))}</td></tr>")
-        out.append("</table>")
+    out.append(_versions_html(manifest))
     return "\n".join(out)
 
 
-def render_html(run_dir: str | Path, results: pd.DataFrame, leaderboard_md: str, figures) -> str:
-    """The whole report as one HTML string: suite info, leaderboard, full results, reliability diagrams."""
-    manifest = load_manifest(run_dir)
-    title = f"trustbench report: {manifest.get('suite', '?')}"
+def _versions_html(manifest: dict) -> str:
+    """Package versions: one column, or one per run when runs were merged."""
+    runs = manifest.get("merged_from") or [{"run": "version", "versions": manifest.get("versions")}]
+    runs = [r for r in runs if isinstance(r.get("versions"), dict) and r["versions"]]
+    if not runs:
+        return ""
+    names = sorted({n for r in runs for n in r["versions"]})
+    out = ["<h3>Package versions</h3><table><tr><th>package</th>"
+           + "".join(f"<th>{_esc(r['run'])}</th>" for r in runs) + "</tr>"]
+    out += [f"<tr><td>{_esc(n)}</td>" + "".join(f"<td>{_esc(r['versions'].get(n, '–'))}</td>" for r in runs)
+            + "</tr>" for n in names]
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def render_html(manifest: dict, results: pd.DataFrame, frame: pd.DataFrame, figures) -> str:
+    """The whole report as one HTML string, from the (merged) manifest, results, leaderboard frame and figures."""
+    title = f"trustbench report: {suite_name(results)}"
+    methods = list(dict.fromkeys(frame["method"]))  # rank order
+    remaining = {Path(f).name: Path(f) for f in figures if Path(f).suffix in IMAGE_TYPES}  # a browser shows these
+    leaderboard = [f"<h3>{_esc(t)}</h3>\n{leaderboard_html(frame, m)}"
+                   for m, t in titles(manifest.get("metrics")).items()]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
+        f"<title>{_esc(title)}</title>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{_esc(title)}</h1>",
         "<h2>Run</h2>",
         _info_html(manifest, results),
-        markdown_to_html(leaderboard_md),
+        "<h2>Leaderboard</h2>",
+        f"<p>{_prose(header_line(results, manifest.get('scoring')))} {_prose(RANKING)} Bold: best in its column. "
+        "Click a column header to sort.</p>",
+        *leaderboard,
+        f"<p>{_prose(FOOTNOTE)}</p>",
+        costs_html(manifest),
+        "<h2>Per task</h2>",
+        "<p>Each task's rows (one per method x seed; fractions with 95% bootstrap CIs over test examples) and its "
+        "reliability diagrams (bars: accuracy per confidence bin; red line: mean confidence per bin; dashed: "
+        "perfect calibration; lower panel: examples per bin; seeds pooled). Click a task to open it.</p>",
+        drilldown_html(results, manifest.get("tasks") or {}, methods, remaining),
         "<h2>All results</h2>",
         "<p>One row per method x task x seed; values are fractions with 95% bootstrap CIs over test examples.</p>",
         results_table_html(results),
-        "<h2>Reliability diagrams</h2>",
-        "<p>Bars: accuracy per confidence bin; red line: mean confidence per bin; dashed: perfect calibration; "
-        "lower panel: examples per bin. Seeds pooled.</p>",
-        figures_html(results, manifest.get("tasks") or {}, figures),
-        "</body></html>",
-        "",
     ]
+    if remaining:
+        parts += ["<h2>Figures</h2>",
+                  _figs([_img(p, name, name) for name, p in sorted(remaining.items())])]
+    parts += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(parts)

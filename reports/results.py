@@ -168,12 +168,42 @@ def fit_temperatures(run_dir: str | Path, manifest: dict | None = None) -> dict[
     return temps
 
 
+def expected_predictions(manifest: dict) -> list[tuple[str, str, str, int]]:
+    """(split, method, task, seed) of every file the manifest says was scored.
+
+    The runner records, per method and seed, the tasks it finished (`runs[seed]["tasks"]`); validation files
+    exist for ID tasks with a val split when temperature scaling is on. Older manifests record no tasks.
+    """
+    tasks = manifest.get("tasks") or {}
+    expected = []
+    for method, entry in sorted((manifest.get("methods") or {}).items()):
+        runs = entry.get("runs") if isinstance(entry, dict) else None
+        for seed, run in sorted((runs or {}).items()):
+            for task in (run.get("tasks") or []) if isinstance(run, dict) else []:
+                expected.append(("test", method, task, int(seed)))
+                meta = tasks.get(task) or {}
+                if manifest.get("temperature_scaling") and meta.get("domain") == "id" \
+                        and (meta.get("sizes") or {}).get("val", 1):
+                    expected.append(("val", method, task, int(seed)))
+    return expected
+
+
+def check_predictions(run_dir: str | Path, manifest: dict) -> None:
+    """A UserError naming the first predictions file the manifest lists but the run directory lacks."""
+    for split, method, task, seed in expected_predictions(manifest):
+        path = Path(run_dir) / "predictions" / split / f"{method}__{task}__s{seed}.parquet"
+        if not path.is_file():
+            raise UserError(f"predictions {path} are missing (manifest.json says {method} seed {seed} scored "
+                            f"{task}): {_rerun_hint(manifest)}")
+
+
 def compute_results(run_dir: str | Path) -> pd.DataFrame:
     """One row per predictions/test parquet (plus `<method>+ts` rows when temperature scaling is on)."""
     from harness.calibration import apply_temperature
 
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
+    check_predictions(run_dir, manifest)
     test_dir = run_dir / "predictions" / "test"
     files = prediction_files(run_dir, "test", manifest)
     if not files:

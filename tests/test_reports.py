@@ -128,8 +128,12 @@ def test_leaderboard_shape_and_pinned_cell(built):
     assert "unit" in md and "letter" in md and "option-renormalised" in md
     assert "unweighted" in md
     expected_header = ["method", "nli_a", "ID avg", "senti_b", "OOD avg"]
-    expected_methods = ["teacher", "teacher+ts", "kd", "kd+ts"]
-    for heading in ("Accuracy (%)", "ECE (%, 10 equal-width bins; lower is better)"):
+    # the ranking rule: Brier score averaged over the ID and OOD averages, lower first
+    df = pd.read_csv(run / "results.csv")
+    brier = df.groupby(["method", "task"])["brier"].mean().groupby("method").mean()  # one task per domain here
+    expected_methods = list(brier.sort_values(kind="mergesort").index)
+    assert sorted(expected_methods) == ["kd", "kd+ts", "teacher", "teacher+ts"]
+    for heading in ("Accuracy (%)", "ECE (%, 10 equal-width bins; lower is better)", "Brier score"):
         table = _table(md, heading)
         assert table[0] == expected_header
         assert [r[0] for r in table[1:]] == expected_methods
@@ -176,8 +180,10 @@ def test_figures_exist_and_are_pngs(built):
     run, _ = built
     figs = sorted((run / "figures").glob("*.png"))
     want = {f"reliability_{m}_{t}.png" for m in ("teacher", "teacher+ts", "kd", "kd+ts") for t in TASKS}
-    assert {p.name for p in figs} == want
+    assert {p.name for p in figs} == want | {"reliability_grid.png", "acc_vs_ece.png", "id_to_ood.png"}
     for p in figs:
+        if not p.name.startswith("reliability_") or p.name == "reliability_grid.png":
+            continue
         w, h = _png_size(p)
         assert 400 <= w <= 600 and 400 <= h <= 600  # ~3.3 in at 150 dpi
     assert not list((run / "figures").glob(".*.tmp"))
@@ -188,13 +194,14 @@ def test_html_is_self_contained_with_tables_and_images(built):
     assert report == run / "report.html"
     page = report.read_text(encoding="utf-8")
     n_figs = len(list((run / "figures").glob("*.png")))
-    assert page.count('<img src="data:image/png;base64,') == n_figs == 8
+    assert page.count('<img src="data:image/png;base64,') == n_figs == 8 + 3  # per cell, and the run's figures
     assert "Accuracy (%)" in page and "ECE (%" in page and "All results" in page
-    assert page.count("<table>") >= 3  # two leaderboard tables + results (+ tasks, versions)
+    assert page.count('<table class="sortable"') == 3 + len(TASKS) + 1  # leaderboard, per task, all results
     assert "<td>kd+ts</td>" in page and "letter" in page and "option-renormalised" in page
     assert pd.__version__ in page  # versions from the manifest
-    for external in ("http://", "https://", "<script", "<link"):
+    for external in ("http://", "https://", "<script src", "<link", "@import", "url("):
         assert external not in page
+    assert page.count("<script>") == 1  # the inline sorter
     # ID task's figures come before the OOD task's
     assert page.index("nli_a (ID)") < page.index("senti_b (OOD)")
 

@@ -1,0 +1,371 @@
+"""The regression gate: is a candidate run worse than a baseline run, on accuracy or calibration, beyond noise?
+
+`trustbench gate BASELINE CANDIDATE` compares two run directories cell by cell. For each (method, task) both runs
+have test predictions for, the cells are paired by seed (the seeds both runs have) and by example id (the ids both
+runs scored), and a paired bootstrap resamples the shared examples: one draw of example indices is applied to both
+runs and to every shared seed, so what the two runs have in common (the same hard questions) cancels out of the
+difference. Statistics per resample, averaged over the shared seeds:
+
+    drop = acc_base - acc_cand          rise = ece_cand - ece_base
+
+(ECE with the run's own `metrics:` settings, the same function the results table uses). The rule, one-sided:
+
+    accuracy regression  when  quantile_alpha(drop) > max_acc_drop
+    calibration regression when quantile_alpha(rise) > max_ece_rise
+
+i.e. the (1 - alpha) lower confidence bound of the drop (rise) is above the tolerance: the candidate is worse by
+more than the tolerance, and the data say so at level alpha. A small or noisy difference passes; a run gated
+against itself passes exactly (every resampled difference is 0). Defaults: tolerances 0.01 (one point of accuracy,
+one point of ECE), alpha 0.05, 2000 resamples, seed 0. Raw test predictions only (no `+ts` rows).
+
+Exit codes: 0 no regression, 1 at least one regression, 2 not comparable (different suite settings, scoring
+modes, task examples, or nothing shared); `compare_runs` returns the code with the reason. Missing or unreadable
+run directories raise a UserError (also exit 2 through the CLI).
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.metrics import _ece_mce_rows, accuracy, ece  # the row kernel is what `ece` runs, vectorised
+from reports.results import load_manifest, metric_settings, prediction_files, read_predictions
+
+DEFAULTS = {"max_acc_drop": 0.01, "max_ece_rise": 0.01, "alpha": 0.05, "n_boot": 2000, "seed": 0}
+PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
+_TIE = 1e-12  # a bound equal to the tolerance (up to float noise) is not beyond it
+_BLOCK_CELLS = 1 << 19  # resampled (row, example) cells per block, as in harness.metrics.summarize
+
+
+class NotComparable(Exception):
+    """The two runs cannot be gated against each other; the message says why."""
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One gated (method, task): point values, point differences and their one-sided bootstrap bounds."""
+
+    base_method: str
+    cand_method: str
+    task: str
+    seeds: tuple[int, ...]
+    n: int
+    acc_base: float
+    acc_cand: float
+    ece_base: float
+    ece_cand: float
+    acc_drop_lb: float  # alpha-quantile of the resampled acc_base - acc_cand
+    ece_rise_lb: float  # alpha-quantile of the resampled ece_cand - ece_base
+    acc_regression: bool
+    ece_regression: bool
+
+    @property
+    def acc_drop(self) -> float:
+        return self.acc_base - self.acc_cand
+
+    @property
+    def ece_rise(self) -> float:
+        return self.ece_cand - self.ece_base
+
+    @property
+    def regression(self) -> bool:
+        return self.acc_regression or self.ece_regression
+
+    @property
+    def method(self) -> str:
+        """How the row is named: `kd` when both runs call it that, `kd->mykd` when gated across names."""
+        if self.base_method == self.cand_method:
+            return self.base_method
+        return f"{self.base_method}->{self.cand_method}"
+
+    @property
+    def failed(self) -> str:
+        return ", ".join(m for m, bad in (("acc", self.acc_regression), ("ece", self.ece_regression)) if bad)
+
+
+@dataclass
+class GateResult:
+    """The verdict: `exit_code` 0 pass, 1 regression, 2 not comparable (then `reason` says why)."""
+
+    exit_code: int
+    baseline: str
+    candidate: str
+    settings: dict
+    rows: list[GateRow] = field(default_factory=list)
+    reason: str = ""
+    skipped: list[str] = field(default_factory=list)  # cells only one run has, so not gated
+    context: dict = field(default_factory=dict)  # suite, scoring mode, ECE binning of the runs
+
+    @property
+    def regressions(self) -> list[GateRow]:
+        return [row for row in self.rows if row.regression]
+
+
+# ------------------------------------------------------------------------------------------ the comparison
+
+
+def compare_runs(
+    baseline_dir: str | Path,
+    candidate_dir: str | Path,
+    max_acc_drop: float = DEFAULTS["max_acc_drop"],
+    max_ece_rise: float = DEFAULTS["max_ece_rise"],
+    alpha: float = DEFAULTS["alpha"],
+    n_boot: int = DEFAULTS["n_boot"],
+    seed: int = DEFAULTS["seed"],
+    methods: Sequence[tuple[str, str]] | None = None,
+) -> GateResult:
+    """Gate `candidate_dir` against `baseline_dir` (see the module docstring for the rule).
+
+    `methods` pairs a baseline method with a candidate method, e.g. [("kd", "mykd")]; by default every method
+    name the two runs share is gated against itself. Deterministic for a given `seed`.
+    """
+    settings = _check_settings(max_acc_drop, max_ece_rise, alpha, n_boot, seed)
+    base_manifest, cand_manifest = load_manifest(baseline_dir), load_manifest(candidate_dir)
+    base_files = _by_cell(prediction_files(baseline_dir, "test", base_manifest))
+    cand_files = _by_cell(prediction_files(candidate_dir, "test", cand_manifest))
+    metrics = metric_settings(base_manifest)
+    result = GateResult(PASS, str(baseline_dir), str(candidate_dir), settings, context={
+        "suite": base_manifest.get("suite", "?"),
+        "scoring": (base_manifest.get("scoring") or {}).get("mode", "?"),
+        "bins": metrics["bins"], "equal_mass": metrics["equal_mass"]})
+    try:
+        _check_comparable(base_manifest, cand_manifest)
+        pairs = _method_pairs(methods, base_files, cand_files, baseline_dir, candidate_dir)
+        cells, result.skipped = _shared_cells(pairs, base_files, cand_files)
+        _check_tasks(base_manifest, cand_manifest, {task for _, _, task in cells})
+        for base_method, cand_method, task in cells:
+            result.rows.append(_gate_cell(base_method, cand_method, task, base_files, cand_files,
+                                          base_manifest, cand_manifest, metrics, settings))
+    except NotComparable as exc:
+        result.exit_code, result.reason, result.rows = NOT_COMPARABLE, str(exc), []
+        return result
+    result.exit_code = REGRESSION if result.regressions else PASS
+    return result
+
+
+def _check_settings(max_acc_drop, max_ece_rise, alpha, n_boot, seed) -> dict:
+    for name, value in (("max-acc-drop", max_acc_drop), ("max-ece-rise", max_ece_rise)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+            raise UserError(f"--{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha <= 0.5):
+        raise UserError(f"--alpha must be in (0, 0.5], got {alpha!r}: use 0.05 for a 95% one-sided bound")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise UserError(f"--n-boot must be a positive integer, got {n_boot!r}: use e.g. 2000")
+    return {"max_acc_drop": float(max_acc_drop), "max_ece_rise": float(max_ece_rise), "alpha": float(alpha),
+            "n_boot": int(n_boot), "seed": int(seed)}
+
+
+def _by_cell(files: dict) -> dict[tuple[str, str], dict[int, Path]]:
+    """{(method, task): {seed: path}} from prediction_files' {(method, task, seed): path}."""
+    cells: dict[tuple[str, str], dict[int, Path]] = {}
+    for (method, task, seed), path in files.items():
+        cells.setdefault((method, task), {})[seed] = path
+    return cells
+
+
+def _check_comparable(base: dict, cand: dict) -> None:
+    """Runs are comparable only under the same scoring and the same suite settings (the suite hash)."""
+    base_mode = (base.get("scoring") or {}).get("mode")
+    cand_mode = (cand.get("scoring") or {}).get("mode")
+    if base_mode != cand_mode:
+        raise NotComparable(f"different scoring modes (baseline {base_mode}, candidate {cand_mode}): "
+                            "confidences are defined differently; score the candidate with the baseline's mode")
+    if not base.get("suite_hash") or base.get("suite_hash") != cand.get("suite_hash"):
+        raise NotComparable(
+            f"different suite settings (suite_hash {base.get('suite_hash')} vs {cand.get('suite_hash')}): run the "
+            "candidate from a copy of the baseline's suite that changes only methods, tasks or seeds")
+
+
+def _check_tasks(base: dict, cand: dict, tasks: set[str]) -> None:
+    """A task gated in both runs must have the same test (and val) examples: same split, same data."""
+    for task in sorted(tasks):
+        base_hash = (base.get("tasks", {}).get(task) or {}).get("test_hash")
+        cand_hash = (cand.get("tasks", {}).get(task) or {}).get("test_hash")
+        if base_hash != cand_hash:
+            raise NotComparable(f"task {task} has different test examples in the two runs (test_hash {base_hash} "
+                                f"vs {cand_hash}): its card, data or split sizes changed")
+
+
+def parse_method_pairs(text: str | None) -> list[tuple[str, str]] | None:
+    """`--methods kd=mykd,finetune` -> [("kd", "mykd"), ("finetune", "finetune")]; None when not given."""
+    if not text:
+        return None
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        names = [name.strip() for name in item.split("=")]
+        if not item or len(names) > 2 or not all(names):
+            raise UserError(f"--methods takes BASE=CAND or NAME items separated by commas, e.g. kd=mykd; got {text!r}")
+        pairs.append((names[0], names[-1]))
+    return pairs
+
+
+def _method_pairs(methods, base_files, cand_files, baseline_dir, candidate_dir) -> list[tuple[str, str]]:
+    base_names = sorted({m for m, _ in base_files})
+    cand_names = sorted({m for m, _ in cand_files})
+    if methods is None:
+        shared = [m for m in base_names if m in cand_names]
+        if not shared:
+            raise NotComparable(f"no method shared (baseline has {_names(base_names)}, candidate has "
+                                f"{_names(cand_names)}): name the pairs with --methods BASE=CAND")
+        return [(m, m) for m in shared]
+    for base_method, cand_method in methods:
+        if base_method not in base_names:
+            raise UserError(f"method {base_method!r} has no test predictions in {baseline_dir} "
+                            f"(it has {_names(base_names)}): fix --methods")
+        if cand_method not in cand_names:
+            raise UserError(f"method {cand_method!r} has no test predictions in {candidate_dir} "
+                            f"(it has {_names(cand_names)}): fix --methods")
+    return list(dict.fromkeys(methods))
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def _shared_cells(pairs, base_files, cand_files) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(base method, cand method, task) cells with a shared seed; the rest of the paired methods' cells skipped."""
+    cells, skipped = [], []
+    for base_method, cand_method in pairs:
+        base_tasks = {t for m, t in base_files if m == base_method}
+        cand_tasks = {t for m, t in cand_files if m == cand_method}
+        for task in sorted(base_tasks | cand_tasks):
+            label = base_method if base_method == cand_method else f"{base_method}->{cand_method}"
+            if task not in cand_tasks or task not in base_tasks:
+                skipped.append(f"{label}/{task} (only in the {'baseline' if task in base_tasks else 'candidate'})")
+            elif not set(base_files[base_method, task]) & set(cand_files[cand_method, task]):
+                skipped.append(f"{label}/{task} (no seed in common)")
+            else:
+                cells.append((base_method, cand_method, task))
+    if not cells:
+        raise NotComparable("no (method, task, seed) shared by the two runs" +
+                            (f"; not gated: {'; '.join(skipped)}" if skipped else ""))
+    return cells, skipped
+
+
+# --------------------------------------------------------------------------------------------- one cell
+
+
+def _gate_cell(base_method, cand_method, task, base_files, cand_files, base_manifest, cand_manifest,
+               metrics, settings) -> GateRow:
+    base_seeds, cand_seeds = base_files[base_method, task], cand_files[cand_method, task]
+    seeds = tuple(sorted(set(base_seeds) & set(cand_seeds)))
+    base = [read_predictions(base_seeds[s], base_manifest) for s in seeds]
+    cand = [read_predictions(cand_seeds[s], cand_manifest) for s in seeds]
+    where = f"{base_method}/{task}" if base_method == cand_method else f"{base_method}->{cand_method}/{task}"
+    base_conf, base_corr, cand_conf, cand_corr = _aligned(base, cand, where)
+    bins, equal_mass = metrics["bins"], metrics["equal_mass"]
+
+    def point(conf, corr):
+        return (float(np.mean([accuracy(c) for c in corr])),
+                float(np.mean([ece(f, c, bins=bins, equal_mass=equal_mass) for f, c in zip(conf, corr)])))
+
+    acc_base, ece_base = point(base_conf, base_corr)
+    acc_cand, ece_cand = point(cand_conf, cand_corr)
+    rng = bootstrap_rng(settings["seed"], base_method, cand_method, task)
+    d_acc, d_ece = paired_bootstrap(base_conf, base_corr, cand_conf, cand_corr, bins, equal_mass,
+                                    settings["n_boot"], rng)
+    acc_drop_lb = float(np.quantile(-d_acc, settings["alpha"]))
+    ece_rise_lb = float(np.quantile(d_ece, settings["alpha"]))
+    return GateRow(base_method, cand_method, task, seeds, int(base_conf.shape[1]), acc_base, acc_cand, ece_base,
+                   ece_cand, acc_drop_lb, ece_rise_lb,
+                   acc_regression=acc_drop_lb > settings["max_acc_drop"] + _TIE,
+                   ece_regression=ece_rise_lb > settings["max_ece_rise"] + _TIE)
+
+
+def _aligned(base: list, cand: list, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(seeds, n) confidence and correctness arrays of both runs over the example ids every frame has, sorted."""
+    frames = [df.set_index("example_id") for df in base + cand]
+    for df in frames:
+        if not df.index.is_unique:
+            raise UserError(f"{where}: a predictions file repeats example ids; delete it and rerun the cell")
+    ids = set(frames[0].index)
+    for df in frames[1:]:
+        ids &= set(df.index)
+    if not ids:
+        raise NotComparable(f"{where}: the two runs' predictions share no example id (different examples)")
+    ids = sorted(ids)
+    half = len(base)
+    for b, c in zip(frames[:half], frames[half:]):  # seed by seed
+        if not np.array_equal(b.loc[ids, "gold"].to_numpy(), c.loc[ids, "gold"].to_numpy()):
+            raise NotComparable(f"{where}: the same example ids have different gold answers in the two runs")
+    conf = np.stack([df.loc[ids, "confidence"].to_numpy(dtype=float) for df in frames])
+    corr = np.stack([df.loc[ids, "correct"].to_numpy(dtype=float) for df in frames])
+    return conf[:half], corr[:half], conf[half:], corr[half:]
+
+
+def bootstrap_rng(seed: int, base_method: str, cand_method: str, task: str) -> np.random.Generator:
+    """The cell's own generator: its bounds do not depend on which other cells the runs hold."""
+    return np.random.default_rng([int(seed), zlib.crc32(f"{base_method}|{cand_method}|{task}".encode())])
+
+
+def paired_bootstrap(base_conf, base_corr, cand_conf, cand_corr, bins: int, equal_mass: bool, n_boot: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled (acc_cand - acc_base, ece_cand - ece_base), each averaged over seeds; shape (n_boot,) each.
+
+    Inputs are (seeds, n) arrays aligned by example. Each resample is one draw of n example indices
+    (`rng.integers(0, n, n)`), applied to both runs and to every seed.
+    """
+    seeds, n = np.shape(base_conf)
+    d_acc, d_ece = np.zeros(n_boot), np.zeros(n_boot)
+    block = max(1, _BLOCK_CELLS // (n * (bins if equal_mass else 1)))
+    for lo in range(0, n_boot, block):
+        rows = min(block, n_boot - lo)
+        idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
+        for s in range(seeds):
+            d_acc[lo:lo + rows] += cand_corr[s][idx].mean(axis=1) - base_corr[s][idx].mean(axis=1)
+            d_ece[lo:lo + rows] += (_ece_mce_rows(cand_conf[s][idx], cand_corr[s][idx], bins, equal_mass)[0]
+                                    - _ece_mce_rows(base_conf[s][idx], base_corr[s][idx], bins, equal_mass)[0])
+    return d_acc / seeds, d_ece / seeds
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def describe_rule(settings: dict) -> str:
+    """The rule in words, with the numbers in use (for the table header and `--help`)."""
+    level = f"{100 * (1 - settings['alpha']):g}"
+    return (f"regression = the {level}% one-sided paired-bootstrap lower bound (lb, {settings['n_boot']} resamples) "
+            f"of the accuracy drop exceeds {_pct(settings['max_acc_drop'])} points, or that of the ECE rise "
+            f"exceeds {_pct(settings['max_ece_rise'])} points")
+
+
+def format_gate(result: GateResult) -> str:
+    """The verdict table (percentage points) and a last line with the verdict and exit code."""
+    if result.exit_code == NOT_COMPARABLE:
+        return f"NOT COMPARABLE: {result.reason} (exit 2)"
+    ctx = result.context
+    binning = f"{ctx['bins']} {'equal-mass' if ctx['equal_mass'] else 'equal-width'} bins"
+    lines = [f"gate: candidate {result.candidate} vs baseline {result.baseline} "
+             f"(suite {ctx['suite']}, {ctx['scoring']} scoring, ECE over {binning})",
+             describe_rule(result.settings) + "; values in %", ""]
+    header = ["method", "task", "seeds", "n", "acc base", "acc cand", "drop", "drop lb",
+              "ece base", "ece cand", "rise", "rise lb", "verdict"]
+    body = [[row.method, row.task, ",".join(map(str, row.seeds)), str(row.n),
+             _pct(row.acc_base), _pct(row.acc_cand), _pct(row.acc_drop), _pct(row.acc_drop_lb),
+             _pct(row.ece_base), _pct(row.ece_cand), _pct(row.ece_rise), _pct(row.ece_rise_lb),
+             f"REGRESSION ({row.failed})" if row.regression else "ok"] for row in result.rows]
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    for cells in [header] + body:
+        lines.append("  ".join(c.ljust(w) if i < 3 or i == len(cells) - 1 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
+    if result.skipped:
+        lines += ["", f"not gated: {'; '.join(result.skipped)}"]
+    bad = result.regressions
+    lines.append("")
+    if bad:
+        names = ", ".join(f"{row.method}/{row.task} ({row.failed})" for row in bad)
+        lines.append(f"FAIL: {len(bad)} of {len(result.rows)} cells regress: {names} (exit 1)")
+    else:
+        lines.append(f"PASS: no regression in {len(result.rows)} cells (exit 0)")
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    """Percentage points with one decimal; never "-0.0"."""
+    text = f"{100 * value:.1f}"
+    return "0.0" if text == "-0.0" else text
