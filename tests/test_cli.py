@@ -13,7 +13,7 @@ def trustbench(*args, cwd=None):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["report"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["report"], ["figures"], ["gate"], ["list"]])
 def test_help(command):
     result = trustbench(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -22,7 +22,7 @@ def test_help(command):
 @pytest.mark.parametrize("args, message", [
     (["run", "no_such_suite"], "unknown suite 'no_such_suite'"),
     (["run", "smoke", "--tasks", "smoke_idd"], "smoke_id"),  # suggests the close name
-    (["run", "smoke", "--methods", "kd"], "not in suite"),
+    (["run", "smoke", "--methods", "elad"], "not in suite"),
     (["run", "smoke", "--seeds", "one"], "--seeds takes integers"),
     (["eval", "--model", "no-such-model", "--tasks", "smoke_id", "--backend", "hf"], "unknown model"),
     (["report", "missing_run_dir"], "missing_run_dir"),
