@@ -7,9 +7,12 @@
    The ECE is over the validation response tokens (in letter mode: the answer letter): confidence is the adjusted
    top-1 probability, correct when the teacher's top-1 token is the gold token.
 3. Knowledge matching: forward KL from the adjusted top-k teacher distribution to the student's probabilities
-   renormalised over the same k ids (the code's `linear` norm, eps 1e-6), summed over response positions and
-   averaged over sequences. No hard-label term, as in the released code; its `use_other_token` path is not a KL and
-   is not implemented.
+   renormalised over the same k ids, summed over response positions and averaged over sequences. No hard-label
+   term, as in the released code; its `use_other_token` path is not a KL and is not implemented.
+   The renormalisation is exact, computed in log space (a softmax over the k gathered logits). The released code's
+   `linear` norm adds eps = 1e-6 to each probability first (`renorm_eps: 1.0e-6` reproduces it); when the student
+   starts with almost no probability on the teacher's top k (a layer-dropped student on an answer letter: 1e-8),
+   that eps swamps it, the renormalised vector is uniform whatever the logits, and the gradient vanishes.
 
 Ablations are parameters: `k` (1, 3, 5, 10), `c: none` (plain renormalised top-k), `c: <number>` (fixed), and
 `label_smoothing: 0.1` (takes that much off the target's top-1 and spreads it over the other k - 1).
@@ -33,7 +36,6 @@ from reports.figures import FIGSIZE, RunView, draw_reliability, register_figure
 CACHE_K = 10  # one top-10 extraction serves every k of the ablation
 COARSE_GRID = tuple(round(0.1 * i, 2) for i in range(1, 11))
 FINE_STEP = 0.02
-EPS = 1e-6  # the released code's `linear` renormalisation
 MASS_BINS = 20
 
 
@@ -75,20 +77,25 @@ def search_c(ece_of: Callable[[float], float], coarse=COARSE_GRID, step: float =
     return best, [[c, float(curve[c])] for c in sorted(curve)]
 
 
-def first_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, vocab: int) -> torch.Tensor:
+def first_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, vocab: int,
+               renorm_eps: float = 0.0) -> torch.Tensor:
     """sum over response positions of KL(target || student renormalised over the teacher's k ids), per sequence."""
     mask = labels != -100
     ids = targets["teacher_ids"][mask].long()  # [positions, k]
     target = targets["teacher_probs"][mask].float()
-    probs = torch.softmax(logits[mask][:, :vocab].float(), dim=-1).gather(-1, ids) + EPS
-    student_log = torch.log(probs / probs.sum(-1, keepdim=True))
+    student = logits[mask][:, :vocab].float()
+    if renorm_eps:  # the released code: full-vocabulary softmax, + eps, renormalise
+        probs = torch.softmax(student, dim=-1).gather(-1, ids) + renorm_eps
+        student_log = torch.log(probs / probs.sum(-1, keepdim=True))
+    else:  # exact: the full-vocabulary normaliser cancels, leaving a softmax over the k logits
+        student_log = torch.log_softmax(student.gather(-1, ids), dim=-1)
     kl = torch.xlogy(target, target) - target * student_log
     return kl.sum() / logits.shape[0]
 
 
 class First(Method):
     name = "first"
-    params = ("k", "c", "label_smoothing")
+    params = ("k", "c", "label_smoothing", "renorm_eps")
     distils_logits = True
 
     def __init__(self, spec):
@@ -96,12 +103,15 @@ class First(Method):
         self.k = spec.params.get("k", 5)
         self.c = spec.params.get("c", "search")
         self.label_smoothing = float(spec.params.get("label_smoothing", 0.0))
+        self.renorm_eps = float(spec.params.get("renorm_eps", 0.0))
         if not isinstance(self.k, int) or self.k < 1:
             raise UserError(f"method {spec.name!r}: k must be a positive integer, got {self.k!r}")
         if self.c in (None, "none"):
             self.c = None
         elif self.c != "search" and not (isinstance(self.c, (int, float)) and self.c > 0):
             raise UserError(f"method {spec.name!r}: c must be `search`, `none` or a positive number, got {self.c!r}")
+        if self.renorm_eps < 0:
+            raise UserError(f"method {spec.name!r}: renorm_eps must be >= 0, got {self.renorm_eps}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"method {spec.name!r}: label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
@@ -122,14 +132,14 @@ class First(Method):
                 f"into {ctx.suite.student}, seed {ctx.seed}")
         key = {"kind": "first", "model": model_identity(ctx.student_init), "teacher": model_identity(teacher),
                "data": ctx.data_key(ctx.train), "mode": ctx.suite.scoring, "train": dataclasses.asdict(config),
-               "k": self.k, "c": c, "label_smoothing": self.label_smoothing, "engine": outputs.info["engine"],
-               "seed": ctx.seed}
-        loss = partial(first_loss, vocab=outputs.info["vocab"])
+               "k": self.k, "c": c, "label_smoothing": self.label_smoothing, "renorm_eps": self.renorm_eps,
+               "engine": outputs.info["engine"], "seed": ctx.seed}
+        loss = partial(first_loss, vocab=outputs.info["vocab"], renorm_eps=self.renorm_eps)
         path, cost = cached_checkpoint("students", key, lambda out: finetune(
             ctx.student_init, train.pairs, config, ctx.seed, out, log=ctx.log, loss=loss, targets=targets))
         mass = outputs.mass
         record = {"k": self.k, "c": c, "c_mode": "search" if curve else ("none" if c is None else "fixed"),
-                  "label_smoothing": self.label_smoothing, "ece_curve": curve,
+                  "label_smoothing": self.label_smoothing, "renorm_eps": self.renorm_eps, "ece_curve": curve,
                   "topk_mass_mean": round(float(mass.mean()), 4),
                   "topk_mass_hist": np.histogram(mass, bins=MASS_BINS, range=(0, 1))[0].tolist(),
                   "teacher_cache": outputs.record()}

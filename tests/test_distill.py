@@ -15,21 +15,37 @@ from harness.teacher_cache import TeacherOutputs, check_same_vocabulary, extract
 from harness.train import LeftPadCollator
 
 
-def test_first_loss_equals_a_hand_computed_kl_over_three_positions():
+THREE_POSITIONS = dict(
     # student probabilities at each position are proportional to [1, 2, 3, 4] (logits = log of them)
-    logits = torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])).repeat(1, 3, 1)  # [batch 1, 3 positions, vocab 4]
-    labels = torch.tensor([[3, 1, 0]])
-    ids = torch.tensor([[[3, 1], [2, 0], [1, 2]]])
-    target = torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]])
+    logits=torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])).repeat(1, 3, 1),  # [batch 1, 3 positions, vocab 4]
+    labels=torch.tensor([[3, 1, 0]]),
+    targets={"teacher_ids": torch.tensor([[[3, 1], [2, 0], [1, 2]]]),
+             "teacher_probs": torch.tensor([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]])},
+)
+
+
+def test_first_loss_equals_a_hand_computed_kl_over_three_positions():
+    # renormalised over the ids: (4, 2) -> (2/3, 1/3); (3, 1) -> (3/4, 1/4); (2, 3) -> (2/5, 3/5)
+    expected = (0.5 * math.log(0.5 / (2 / 3)) + 0.5 * math.log(0.5 / (1 / 3))
+                + 0.9 * math.log(0.9 / 0.75) + 0.1 * math.log(0.1 / 0.25)
+                + 0.2 * math.log(0.2 / 0.4) + 0.8 * math.log(0.8 / 0.6))
+    assert first_loss(**THREE_POSITIONS, vocab=4).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_first_loss_with_the_released_codes_eps_adds_it_before_renormalising():
     expected = 0.0
     for (a, b), (ta, tb) in zip([(3, 1), (2, 0), (1, 2)], [(0.5, 0.5), (0.9, 0.1), (0.2, 0.8)]):
-        sa, sb = (a + 1) / 10 + 1e-6, (b + 1) / 10 + 1e-6  # softmax of log(1..4), then the eps of `linear`
-        sa, sb = sa / (sa + sb), sb / (sa + sb)
-        expected += ta * math.log(ta / sa) + tb * math.log(tb / sb)
-    loss = first_loss(logits, labels, {"teacher_ids": ids, "teacher_probs": target}, vocab=4)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert expected == pytest.approx(0.5 * math.log(1.125) + 0.9 * math.log(0.9 / 0.75) + 0.1 * math.log(0.4)
-                                     + 0.2 * math.log(0.2 / 0.4) + 0.8 * math.log(0.8 / 0.6), rel=1e-4)
+        sa, sb = (a + 1) / 10 + 1e-3, (b + 1) / 10 + 1e-3
+        expected += ta * math.log(ta / (sa / (sa + sb))) + tb * math.log(tb / (sb / (sa + sb)))
+    assert first_loss(**THREE_POSITIONS, vocab=4, renorm_eps=1e-3).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_released_codes_eps_kills_the_gradient_when_the_student_has_no_mass_on_the_top_k():
+    logits = torch.tensor([[[0.0, 1.0, 30.0]]], requires_grad=True)  # ids 0 and 1 hold ~1e-13 of the mass
+    targets = {"teacher_ids": torch.tensor([[[0, 1]]]), "teacher_probs": torch.tensor([[[0.9, 0.1]]])}
+    exact, = torch.autograd.grad(first_loss(logits, torch.tensor([[0]]), targets, vocab=3), logits)
+    released, = torch.autograd.grad(first_loss(logits, torch.tensor([[0]]), targets, 3, renorm_eps=1e-6), logits)
+    assert exact.abs().max() > 0.1 and released.abs().max() < 1e-6
 
 
 def test_first_loss_sums_positions_averages_sequences_and_skips_padding():
