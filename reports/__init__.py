@@ -58,11 +58,12 @@ def _figures(run_dirs: list[Path], out: Path, manifest: dict, results) -> list[P
 
 
 def build_report(run_dirs, out: str | Path | None = None) -> Path:
-    """Write results.csv, leaderboard.{md,csv,tex}, costs.csv, figures/*.png and report.html; return its path.
+    """Write results.csv, leaderboard.{md,csv,tex}, costs.csv, comparison.csv, figures/*.png, report.html.
 
     `run_dirs` is one run directory (the report goes into it unless `out` is given) or several comparable ones,
     merged (see `reports.merge`) into `out`, which is then required.
     """
+    from reports.compare import compare_to
     from reports.costs import cost_table
     from reports.html import render_html
     from reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
@@ -80,6 +81,7 @@ def build_report(run_dirs, out: str | Path | None = None) -> Path:
         "leaderboard.csv": render_csv(frame),
         "leaderboard.tex": render_latex(frame, results, scoring, metrics),
         "costs.csv": cost_table(manifest).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
+        "comparison.csv": compare_to(results).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
     }
     figures = _figures(run_dirs, out, manifest, results)
     files["report.html"] = render_html(manifest, results, frame, figures)

@@ -135,6 +135,30 @@ def results_table_html(results: pd.DataFrame, table_id: str = "results") -> str:
     return _table(table_id, head, rows)
 
 
+def comparison_html(results: pd.DataFrame) -> str:
+    """Every method against finetune (`reports.compare`), or "" when there is no finetune row to compare with."""
+    from reports.compare import compare_to
+
+    table = compare_to(results)
+    if table.empty:
+        return ""
+    rows = []
+    for r in table.itertuples(index=False):
+        ci = f" [{100 * r.diff_lo:+.1f}, {100 * r.diff_hi:+.1f}]" if math.isfinite(r.diff_lo) else ""
+        cells = [f"<td>{_esc(v)}</td>" for v in (r.method, r.domain, r.metric)] + [
+            _num(r.seeds, str(r.seeds)), _num(r.method_mean, f"{100 * r.method_mean:.1f}"),
+            _num(r.reference_mean, f"{100 * r.reference_mean:.1f}"),
+            _num(r.diff, f"{100 * r.diff:+.1f}{ci}"), _num(r.relative_pct, f"{r.relative_pct:+.1f}%")]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = ["method", "domain", "metric", "seeds", "method (%)", "finetune (%)", "difference (points, 95% CI)",
+            "relative"]
+    return "\n".join(["<h2>Against finetune</h2>",
+                      "<p>Each method minus finetune, averaged over the tasks of the domain, paired by seed; the CI is "
+                      "a t-interval across seeds (none with one seed). Relative: the difference as a percentage of "
+                      "finetune's value. Also in <code>comparison.csv</code>.</p>",
+                      _table("comparison", head, rows)])
+
+
 def costs_html(manifest: dict) -> str:
     """Training cost and teacher-cache records per method x seed (`reports.costs`), or "" when there are none."""
     from reports.costs import cost_table, format_value
@@ -253,6 +277,7 @@ def render_html(manifest: dict, results: pd.DataFrame, frame: pd.DataFrame, figu
         "Click a column header to sort.</p>",
         *leaderboard,
         f"<p>{_prose(FOOTNOTE)}</p>",
+        comparison_html(results),
         costs_html(manifest),
         "<h2>Per task</h2>",
         "<p>Each task's rows (one per method x seed; fractions with 95% bootstrap CIs over test examples) and its "
