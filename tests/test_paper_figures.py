@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from harness.cli import app
 from reports.figures import DPI, FIGSIZE, FIGURES, RunView, matplotlib_style, save_figure, write_figures
 from reports.paper_figures import acc_vs_ece, domain_averages, id_to_ood, reliability_grid
 from reports.results import compute_results, load_manifest
+from synthetic_runs import write_run
 
 METHODS = {"kd": (1.0, 3.0), "finetune": (2.0, 1.0)}  # name: (skill, sharpness)
 TASKS = {"nli_b": {"domain": "id"}, "a_senti": {"domain": "ood"}, "c_para": {"domain": "ood"}}
@@ -27,36 +27,11 @@ FIRST_RECORD = {"k": 5, "c": 1.5, "c_mode": "search", "ece_curve": [[0.5, 0.12],
                 "teacher_cache": {"hits": 3, "misses": 1, "bytes": 4096}}
 
 
-def _predictions(rng: np.random.Generator, skill: float, sharpness: float, n: int = 60) -> pd.DataFrame:
-    rows = []
-    for i in range(n):
-        gold = int(rng.integers(4))
-        logits = rng.normal(0.0, 1.0, 4)
-        logits[gold] += skill
-        probs = np.exp(sharpness * (logits - logits.max()))
-        probs /= probs.sum()
-        pred = int(np.argmax(probs))
-        rows.append({"example_id": f"ex{i}", "gold": gold, "pred": pred, "confidence": float(probs[pred]),
-                     "probs": probs.tolist(), "correct": pred == gold})
-    return pd.DataFrame(rows)
-
-
 def make_run(root):
     rng = np.random.default_rng(7)
     manifest = {"suite": "unit", "suite_hash": "feedbeef", "temperature_scaling": True, "tasks": TASKS,
                 "metrics": {"bins": 10, "equal_mass": False, "n_boot": 50}, "methods": {m: {} for m in METHODS}}
-    for split in ("test", "val"):
-        (root / "predictions" / split).mkdir(parents=True)
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    for method, (skill, sharp) in METHODS.items():
-        for task, meta in TASKS.items():
-            for seed in SEEDS:
-                name = f"{method}__{task}__s{seed}.parquet"
-                s = skill if meta["domain"] == "id" else skill / 3
-                _predictions(rng, s, sharp).to_parquet(root / "predictions" / "test" / name)
-                if meta["domain"] == "id":
-                    _predictions(rng, s, sharp).to_parquet(root / "predictions" / "val" / name)
-    return root
+    return write_run(root, manifest, METHODS, TASKS, SEEDS, rng, ood_skill=1 / 3, n=60)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Reports from a synthetic run directory: results, leaderboard, figures, HTML, rebuild, and user errors."""
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import struct
@@ -15,27 +14,12 @@ from harness.errors import UserError
 from reports import build_report
 from reports.leaderboard import leaderboard_markdown
 from reports.results import COLUMNS, compute_results
+from synthetic_runs import write_run
 
 METHODS = {"teacher": (2.0, 1.0), "kd": (1.0, 3.0)}  # name: (skill, sharpness); kd is over-confident
 TASKS = {"nli_a": {"domain": "id", "family": "nli"}, "senti_b": {"domain": "ood", "family": "sentiment"}}
 SEEDS = (0, 1)
 N = 80
-
-
-def _predictions(rng: np.random.Generator, skill: float, sharpness: float, n: int = N) -> pd.DataFrame:
-    rows = []
-    for i in range(n):
-        k = int(rng.integers(3, 5))  # ragged: 3 or 4 choices
-        gold = int(rng.integers(k))
-        logits = rng.normal(0.0, 1.0, k)
-        logits[gold] += skill
-        logits *= sharpness
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        pred = int(np.argmax(probs))
-        rows.append({"example_id": f"ex{i}", "gold": gold, "pred": pred, "confidence": float(probs[pred]),
-                     "probs": probs.tolist(), "correct": pred == gold})
-    return pd.DataFrame(rows)
 
 
 def make_run(root, n_boot: int = 100):
@@ -50,18 +34,7 @@ def make_run(root, n_boot: int = 100):
         "versions": {"numpy": np.__version__, "pandas": pd.__version__},
         "something_else": [1, 2, 3],
     }
-    (root / "predictions" / "test").mkdir(parents=True)
-    (root / "predictions" / "val").mkdir(parents=True)
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    for method, (skill, sharp) in METHODS.items():
-        for task, meta in TASKS.items():
-            for seed in SEEDS:
-                s = skill if meta["domain"] == "id" else skill / 2
-                name = f"{method}__{task}__s{seed}.parquet"
-                _predictions(rng, s, sharp).to_parquet(root / "predictions" / "test" / name)
-                if meta["domain"] == "id":
-                    _predictions(rng, s, sharp).to_parquet(root / "predictions" / "val" / name)
-    return root
+    return write_run(root, manifest, METHODS, TASKS, SEEDS, rng, ood_skill=1 / 2, n=N, choices=None)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,44 @@
+"""Synthetic run directories for report tests: a manifest and per-cell prediction parquets, no models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def synthetic_predictions(rng: np.random.Generator, skill: float, sharpness: float, n: int,
+                          choices: int | None = 4) -> pd.DataFrame:
+    """`n` questions: the gold option's logit gets `skill`; `sharpness` scales the logits (over-confidence).
+    `choices=None` draws 3 or 4 options per question (ragged, as in BIG-bench)."""
+    rows = []
+    for i in range(n):
+        k = choices or int(rng.integers(3, 5))
+        gold = int(rng.integers(k))
+        logits = rng.normal(0.0, 1.0, k)
+        logits[gold] += skill
+        probs = np.exp(sharpness * (logits - logits.max()))
+        probs /= probs.sum()
+        pred = int(np.argmax(probs))
+        rows.append({"example_id": f"ex{i}", "gold": gold, "pred": pred, "confidence": float(probs[pred]),
+                     "probs": probs.tolist(), "correct": pred == gold})
+    return pd.DataFrame(rows)
+
+
+def write_run(root: Path, manifest: dict, methods: dict, tasks: dict, seeds, rng: np.random.Generator,
+              ood_skill: float, **predictions) -> Path:
+    """`methods` maps name -> (skill, sharpness); OOD tasks get skill * `ood_skill`; ID tasks also get a val split."""
+    for split in ("test", "val"):
+        (root / "predictions" / split).mkdir(parents=True)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    for method, (skill, sharpness) in methods.items():
+        for task, meta in tasks.items():
+            for seed in seeds:
+                name = f"{method}__{task}__s{seed}.parquet"
+                s = skill if meta["domain"] == "id" else skill * ood_skill
+                synthetic_predictions(rng, s, sharpness, **predictions).to_parquet(root / "predictions" / "test" / name)
+                if meta["domain"] == "id":
+                    synthetic_predictions(rng, s, sharpness, **predictions).to_parquet(
+                        root / "predictions" / "val" / name)
+    return root
