@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -13,6 +12,7 @@ from harness.config import MethodSpec, Suite, TrainConfig
 from harness.errors import UserError
 from harness.scoring import training_pair
 from harness.types import Example
+from harness.zoo import model_identity  # re-exported: recipes key their caches with it
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,6 @@ def distill_data(ctx: Context, examples: list[Example], config: TrainConfig) -> 
     features = encode_pairs(AutoTokenizer.from_pretrained(ctx.student_init), pairs, config.max_length)
     return DistillData(pairs, [f["input_ids"] for f in features],
                        [len(f["input_ids"]) - f["target_len"] for f in features])
-
-
-def model_identity(path: Path) -> str:
-    """What a checkpoint's cache key depends on: its config and its weights' file sizes and names."""
-    files = sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
-    return stable_hash([json.loads((Path(path) / "config.json").read_text()), files])
 
 
 class Method:

