@@ -99,16 +99,20 @@ class HFEngine(_Tokenising):
 
     def next_token_logprobs(self, prompts, token_ids):
         torch = self.torch
-        encoded = [self.fit_context(self.encode(p)) for p in prompts]
+        whole = [self.fit_context(self.encode(p)) for p in prompts]
+        shared = _shared_prefix_length(whole)  # a task instruction: runs once for the whole call
+        encoded = [e[shared:] for e in whole]
         order = np.argsort([len(e) for e in encoded])  # similar lengths together: less padding
         out = np.zeros((len(prompts), len(token_ids)), dtype=np.float64)
         ids_tensor = torch.tensor(list(token_ids))
         with torch.inference_mode():
+            prefix = self._prefix_state(whole[0][:shared] if whole else [])
             for start in _progress(range(0, len(order), self.batch_size), self.progress, "scoring"):
                 batch = [encoded[i] for i in order[start:start + self.batch_size]]
                 input_ids, mask = self._left_pad(batch)
-                logits = self.model(input_ids=input_ids, attention_mask=mask,
-                                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1).logits
+                logits = self.model(input_ids=input_ids, attention_mask=torch.cat([prefix.mask(len(batch)), mask], 1),
+                                    position_ids=shared + (mask.cumsum(-1) - 1).clamp(min=0),
+                                    past_key_values=prefix.cache(len(batch)), logits_to_keep=1).logits
                 logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, ids_tensor]
                 out[order[start:start + self.batch_size]] = logprobs.double().numpy()
         return out
@@ -116,24 +120,28 @@ class HFEngine(_Tokenising):
     def loglikelihood(self, requests):
         """All continuations of a context share one forward: the context runs once, each continuation attends to
         it and to itself only (a tree attention mask), and the LM head runs only where a continuation token is
-        predicted. lm-eval instead runs every (context, continuation) in full, with logits at every position."""
+        predicted. lm-eval instead runs every (context, continuation) in full, with logits at every position.
+        A prefix that every context shares (a task instruction) runs once for the whole call."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
         for index, (context, continuation) in enumerate(requests):
             context_ids, continuation_ids = self.encode_pair(context, continuation)
             groups[tuple(context_ids)].append((index, continuation_ids))
-        ordered = sorted(groups.items(), key=lambda item: len(item[0]))  # similar lengths together: less padding
+        contexts = [self.fit_context(list(context), reserve=max(len(c) for _, c in items))
+                    for context, items in groups.items()]
+        shared = _shared_prefix_length(contexts)
+        ordered = sorted(zip(contexts, groups.values()), key=lambda item: len(item[0]))  # less padding
         results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         with self.torch.inference_mode():
+            prefix = self._prefix_state(contexts[0][:shared] if contexts else [])
             for start in _progress(range(0, len(ordered), self.batch_size), self.progress, "scoring"):
                 batch = ordered[start:start + self.batch_size]
-                rows = [_pack(self.fit_context(list(context), reserve=max(len(c) for _, c in items)),
-                              [c for _, c in items]) for context, items in batch]
-                for (_, items), scores in zip(batch, self._score_packed(rows)):
+                rows = [_pack(context[shared:], [c for _, c in items], offset=shared) for context, items in batch]
+                for (_, items), scores in zip(batch, self._score_packed(rows, prefix)):
                     for (index, _), score in zip(items, scores):
                         results[index] = score
         return results
 
-    def _score_packed(self, rows: list["_Packed"]) -> list[list[tuple[float, bool]]]:
+    def _score_packed(self, rows: list["_Packed"], prefix: "_Prefix") -> list[list[tuple[float, bool]]]:
         torch = self.torch
         width = max(len(r.tokens) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -145,12 +153,13 @@ class HFEngine(_Tokenising):
             segments[i, :len(row.tokens)] = torch.tensor(row.segments)
         index = torch.arange(width)
         causal = index[None, :] <= index[:, None]
-        # a query sees earlier context tokens (segment 0) and earlier tokens of its own continuation; padding sees
-        # only itself, so no attention row is empty
+        # a query sees the shared prefix, earlier context tokens (segment 0) and earlier tokens of its own
+        # continuation; padding sees only itself (and the prefix), so no attention row is empty
         same = (segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None])
         mask = (causal & same & (segments[:, None, :] >= 0)) | torch.eye(width, dtype=torch.bool)
+        mask = torch.cat([prefix.mask(len(rows))[:, None, :].expand(-1, width, -1).bool(), mask], -1)
         hidden = self.model.model(input_ids=input_ids, attention_mask=mask[:, None], position_ids=positions,
-                                  use_cache=False).last_hidden_state
+                                  past_key_values=prefix.cache(len(rows))).last_hidden_state
         reads = [(i, p) for i, row in enumerate(rows) for reads in row.reads for p in reads]
         selected = hidden[torch.tensor([i for i, _ in reads]), torch.tensor([p for _, p in reads])]
         logprobs = torch.log_softmax(self.model.lm_head(selected).float(), dim=-1)
@@ -208,6 +217,14 @@ class HFEngine(_Tokenising):
                 texts = self.tokenizer.batch_decode(generated[:, input_ids.shape[1]:], skip_special_tokens=True)
                 outputs += [texts[i * n:(i + 1) * n] for i in range(len(batch))]
         return outputs
+
+    def _prefix_state(self, tokens: list[int]) -> "_Prefix":
+        """The KV cache of a prefix every sequence of a call shares, computed once (empty when there is none)."""
+        if not tokens:
+            return _Prefix(self.torch, self.model.config, [], 0)
+        cache = self.model.model(input_ids=self.torch.tensor([tokens]), use_cache=True).past_key_values
+        return _Prefix(self.torch, self.model.config, [(layer.keys, layer.values) for layer in cache.layers],
+                       len(tokens))
 
     def _left_pad(self, batch: list[list[int]]):
         torch = self.torch
@@ -303,6 +320,38 @@ class VLLMEngine(_Tokenising):
         gc.collect()
 
 
+MIN_SHARED_PREFIX = 8  # tokens; a shorter shared prefix is not worth a forward of its own
+
+
+def _shared_prefix_length(token_lists: Sequence[list[int]]) -> int:
+    """How many leading tokens all lists share, leaving at least one token of each (its last position is read)."""
+    if not token_lists:
+        return 0
+    length = min(len(os.path.commonprefix(list(token_lists))), min(len(t) for t in token_lists) - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+@dataclass
+class _Prefix:
+    """Per-layer keys and values of a shared prefix; each batch gets its own cache over broadcast views."""
+
+    torch: object
+    config: object
+    layers: list
+    length: int
+
+    def cache(self, batch: int):
+        if not self.layers:
+            return None
+        from transformers import DynamicCache
+
+        return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.layers],
+                            config=self.config)
+
+    def mask(self, batch: int):
+        return self.torch.ones((batch, self.length), dtype=self.torch.long)
+
+
 @dataclass
 class _Packed:
     """One context and all its continuations in one sequence (see HFEngine.loglikelihood)."""
@@ -314,14 +363,15 @@ class _Packed:
     targets: list[list[int]]
 
 
-def _pack(context: list[int], continuations: list[list[int]]) -> _Packed:
-    tokens, positions, segments = list(context), list(range(len(context))), [0] * len(context)
+def _pack(context: list[int], continuations: list[list[int]], offset: int = 0) -> _Packed:
+    """`context` starts at position `offset` (after a shared prefix held in the KV cache)."""
+    tokens, positions, segments = list(context), list(range(offset, offset + len(context))), [0] * len(context)
     reads = []
     for j, continuation in enumerate(continuations, start=1):
         start = len(tokens)
         reads.append([len(context) - 1] + list(range(start, start + len(continuation) - 1)))
         tokens += continuation
-        positions += range(len(context), len(context) + len(continuation))
+        positions += range(offset + len(context), offset + len(context) + len(continuation))
         segments += [j] * len(continuation)
     return _Packed(tokens, positions, segments, reads, continuations)
 

@@ -29,6 +29,52 @@ def test_hf_loglikelihood_matches_lm_eval_hflm(tiny_path, hf_engine):
     assert [g for _, g in ours] == [g for _, g in expected]
 
 
+INSTRUCTION = "Read the review below and say whether its author liked the hotel, disliked it, or neither.\n\n"
+SHARED = [(INSTRUCTION + question + "\nAnswer:", continuation)
+          for question in ["The room was clean and quiet.", "Noisy, dirty, overpriced.", "It was a hotel.",
+                           "Breakfast was cold but the staff were kind and the view over the bay made up for it."]
+          for continuation in [" liked", " disliked it", " neither"]]
+
+
+@pytest.mark.parametrize("lists, expected", [
+    ([], 0),
+    ([[1, 2, 3]], 0),  # under MIN_SHARED_PREFIX
+    ([list(range(20)), list(range(20)) + [7]], 19),  # one token of the shorter list stays out of the prefix
+    ([list(range(20)) + [1], list(range(20)) + [2]], 20),
+    ([list(range(20)), list(range(5)) + [99] * 15], 0),
+])
+def test_shared_prefix_length(lists, expected):
+    from harness.engines import _shared_prefix_length
+
+    assert _shared_prefix_length(lists) == expected
+
+
+def test_shared_instruction_prefix_runs_once_and_changes_nothing(tiny_path, hf_engine):
+    """Requests sharing a task instruction (its KV cache computed once per call) against lm-eval's HFLM and plain
+    full forwards, which recompute it for every sequence."""
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.engines import MIN_SHARED_PREFIX, _shared_prefix_length
+
+    contexts = [hf_engine.encode(context) for context, _ in SHARED]
+    assert _shared_prefix_length(contexts) >= MIN_SHARED_PREFIX  # the path under test is taken
+    reference = HFLM(pretrained=str(tiny_path), device="cpu", dtype="float32", batch_size=4)
+    expected = reference.loglikelihood([Instance("loglikelihood", {}, args, i) for i, args in enumerate(SHARED)],
+                                       disable_tqdm=True)
+    ours = hf_engine.loglikelihood(SHARED)
+    np.testing.assert_allclose([ll for ll, _ in ours], [ll for ll, _ in expected], atol=1e-4)
+    assert [g for _, g in ours] == [g for _, g in expected]
+
+    prompts = sorted({context for context, _ in SHARED})
+    ids = letter_token_ids(hf_engine.tokenizer, 3)
+    with torch.no_grad():
+        plain = [torch.log_softmax(hf_engine.model(torch.tensor([hf_engine.encode(p)])).logits[0, -1], -1)[ids]
+                 for p in prompts]
+    np.testing.assert_allclose(hf_engine.next_token_logprobs(prompts, ids), torch.stack(plain).numpy(), atol=1e-5)
+
+
 def test_next_token_logprobs_are_full_vocabulary_logprobs(hf_engine):
     import torch
 
