@@ -1,10 +1,11 @@
-"""Scoring speed: `trustbench eval` against `lm_eval --model hf` on the same model, task and examples, in one run.
+"""Scoring speed: `trustbench eval` against `lm_eval --model hf` on the same model, tasks and examples, in one run.
 
-    .venv/bin/python benchmarks/scoring.py [--model smollm2-135m] [--task multiemo_hotels] [--limit 100]
+    .venv/bin/python benchmarks/scoring.py [--model smollm2-135m] [--tasks <the demo's six>] [--limit 100]
 
 Both score lm-eval-style multiple choice (each option a continuation of "<question>\\nAnswer:") in float32 on the
-CPU; both timings are whole commands (start-up and model load included), as a user runs them. Prints both times,
-the ratio, and whether the per-example predictions are identical; writes benchmarks/results/scoring.json.
+CPU, every task in one command, as a user scores a suite; both timings are whole commands (start-up and model load
+included). Prints both times, the ratio, and whether the per-example predictions are identical on every task;
+writes benchmarks/results/scoring.json.
 """
 from __future__ import annotations
 
@@ -27,20 +28,26 @@ import tasks  # noqa: E402
 from harness import zoo  # noqa: E402
 
 
+DEMO_TASKS = "multiemo_hotels,vitaminc,multiemo_medicine,multiemo_products,presuppositions_as_nli,epistemic_reasoning"
+
+
 def export(task: str, limit: int, folder: Path) -> Path:
-    """The task's first `limit` test examples as JSONL, an lm-eval task YAML over it, and a trustbench card."""
+    """The task's first `limit` test examples as JSONL, an lm-eval task YAML over it (`bench_<task>`), and a
+    trustbench card of the same name."""
+    name = f"bench_{task}"
     examples = tasks.split(tasks.get_card(task)).test[:limit]
-    data = folder / "bench.jsonl"
+    data = folder / f"{name}.jsonl"
     data.write_text("".join(json.dumps({"id": e.id, "prompt": e.prompt, "choices": list(e.choices), "gold": e.gold})
                             + "\n" for e in examples))
-    (folder / "tb_bench.yaml").write_text(
-        "task: tb_bench\ndataset_path: json\n"
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\n"
         f"dataset_kwargs: {{data_files: {{test: {data}}}}}\n"
         "output_type: multiple_choice\ntest_split: test\n"
         "doc_to_text: \"{{prompt}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\n"
         "metric_list: [{metric: acc, aggregation: mean, higher_is_better: true}]\nmetadata: {version: 1.0}\n")
-    card = folder / "bench_card.yaml"
-    card.write_text(f"name: bench_card\ndomain: ood\nfamily: bench\nformat: mc\nsource: jsonl:{data}\n"
+    card = folder / "cards" / f"{name}.yaml"  # apart from the lm-eval YAMLs, which lm-eval's --include_path reads
+    card.parent.mkdir(exist_ok=True)
+    card.write_text(f"name: {name}\ndomain: ood\nfamily: bench\nformat: mc\nsource: jsonl:{data}\n"
                     f"test: {len(examples)}\nsplit_seed: 0\n")
     return card
 
@@ -52,15 +59,15 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _trustbench_predictions(run_dir: Path) -> dict[str, int]:
-    frame = pd.read_parquet(next((run_dir / "predictions" / "test").glob("*.parquet")))
+def _trustbench_predictions(run_dir: Path, name: str) -> dict[str, int]:
+    frame = pd.read_parquet(next((run_dir / "predictions" / "test").glob(f"*{name}*.parquet")))
     return dict(zip(frame.example_id, frame.pred))
 
 
-def lm_eval_predictions(out: Path) -> dict[str, int]:
+def lm_eval_predictions(out: Path, name: str) -> dict[str, int]:
     """Example id -> lm-eval's prediction: the argmax of the summed log-likelihoods (what its `acc` scores).
     On disk lm-eval writes numbers as strings (sanitize_list), hence the float()."""
-    samples = sorted(out.rglob("samples_tb_bench_*.jsonl"))[-1]
+    samples = sorted(out.rglob(f"samples_{name}_*.jsonl"))[-1]
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     return {r["doc"]["id"]: max(range(len(r["filtered_resps"])), key=lambda i: float(r["filtered_resps"][i][0]))
             for r in rows}
@@ -69,8 +76,8 @@ def lm_eval_predictions(out: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--task", default="multiemo_hotels")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--tasks", default=DEMO_TASKS, help="registry tasks, comma-separated")
+    parser.add_argument("--limit", type=int, default=100, help="test examples per task")
     parser.add_argument("--lm-eval-batch-sizes", default="1,16",
                         help="lm-eval --batch_size values to time (1 is its default; trustbench batches 16)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
@@ -79,25 +86,32 @@ def main() -> None:
     model = zoo.resolve(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        card = export(args.task, args.limit, folder)
+        task_names = args.tasks.split(",")
+        cards = [export(task, args.limit, folder) for task in task_names]
+        names = [f"bench_{task}" for task in task_names]
         bin_dir = Path(sys.executable).parent
-        tb_seconds = timed([str(bin_dir / "trustbench"), "eval", "--model", str(model), "--tasks", str(card),
-                            "--backend", "hf", "--scoring", "choice", "--out", str(folder / "tb")])
-        ours = _trustbench_predictions(folder / "tb")
+        tb_seconds = timed([str(bin_dir / "trustbench"), "eval", "--model", str(model),
+                            "--tasks", ",".join(map(str, cards)), "--backend", "hf", "--scoring", "choice",
+                            "--out", str(folder / "tb")])
+        ours = {name: _trustbench_predictions(folder / "tb", name) for name in names}
         peers = []
         for batch_size in [int(b) for b in args.lm_eval_batch_sizes.split(",")]:
             out = folder / f"lm{batch_size}"
             seconds = timed([str(bin_dir / "lm_eval"), "--model", "hf", "--model_args",
                              f"pretrained={model},dtype=float32", "--device", "cpu", "--batch_size", str(batch_size),
-                             "--tasks", "tb_bench", "--include_path", str(folder), "--log_samples",
+                             "--tasks", ",".join(names), "--include_path", str(folder), "--log_samples",
                              "--output_path", str(out)])
-            theirs = lm_eval_predictions(out)
+            differing = {}
+            for name in names:
+                theirs = lm_eval_predictions(out, name)
+                differing[name.removeprefix("bench_")] = sum(ours[name][i] != theirs.get(i) for i in ours[name])
             peers.append({"lm_eval_batch_size": batch_size, "lm_eval_hf_seconds": round(seconds, 1),
-                          "speedup": round(seconds / tb_seconds, 2), "identical_predictions": ours == theirs,
-                          "differing_examples": sum(ours[i] != theirs.get(i) for i in ours)})
+                          "speedup": round(seconds / tb_seconds, 2),
+                          "identical_predictions": not any(differing.values()), "differing_examples": differing})
 
     result = {
-        "model": args.model, "task": args.task, "examples": args.limit, "mode": "choice (lm-eval multiple_choice)",
+        "model": args.model, "tasks": task_names, "examples_per_task": args.limit,
+        "examples": sum(len(p) for p in ours.values()), "mode": "choice (lm-eval multiple_choice)",
         "trustbench_seconds": round(tb_seconds, 1), "trustbench_batch_size": 16, "lm_eval": peers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "date": time.strftime("%Y-%m-%d"),
