@@ -327,7 +327,8 @@ def _shared_prefix_length(token_lists: Sequence[list[int]]) -> int:
     """How many leading tokens all lists share, leaving at least one token of each (its last position is read)."""
     if not token_lists:
         return 0
-    length = min(len(os.path.commonprefix(list(token_lists))), min(len(t) for t in token_lists) - 1)
+    common = os.path.commonprefix(list(token_lists))  # compares item by item: works on token lists too
+    length = min(len(common), min(len(t) for t in token_lists) - 1)
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
