@@ -1,7 +1,8 @@
 """Reports: pure functions from stored predictions to results, leaderboards, figures and report.html.
 
 `build_report(run_dirs, out)` redoes all of it for one run, or for several comparable runs merged; no model and
-no GPU are needed. Everything is computed before anything is written, and every file is written atomically.
+no GPU are needed. Results and tables are computed before anything is written, and every file is written
+atomically; figures are written (into `figures/`) before the tables and report.html.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def _out_dir(run_dirs: list[Path], out) -> Path:
             raise UserError(f"merging {len(run_dirs)} runs needs --out DIR: the merged report gets its own folder")
         return run_dirs[0]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the report")
     if len(run_dirs) > 1 and any(out.resolve() == d.resolve() for d in run_dirs):
         raise UserError(f"--out {out} is one of the runs being merged: give the merged report a folder of its own")
     return out

@@ -17,22 +17,27 @@ DOMAINS = {"ID": ("id",), "OOD": ("ood",), "ID+OOD": ("id", "ood")}
 METRICS = ("acc", "ece")
 
 
-def seed_averages(results: pd.DataFrame, domains: tuple[str, ...], metric: str) -> pd.DataFrame:
-    """Per method x seed: `metric` averaged over the tasks of `domains` (columns: method, seed, value)."""
-    rows = results[results["domain"].isin(domains) & ~results["method"].str.endswith(TS_SUFFIX)]
-    return rows.groupby(["method", "seed"], as_index=False)[metric].mean().rename(columns={metric: "value"})
+def paired_seed_averages(results: pd.DataFrame, method: str, reference: str, domains: tuple[str, ...],
+                         metric: str) -> pd.DataFrame:
+    """Per seed both scored: `metric` of `method` and of `reference` averaged over the same tasks of `domains`
+    (those both scored in that seed). Columns: method, reference; index: seed."""
+    rows = results[results["domain"].isin(domains)]
+
+    def values(name: str) -> pd.Series:
+        return rows[rows["method"] == name].set_index(["seed", "task"])[metric]
+
+    both = pd.concat({"method": values(method), "reference": values(reference)}, axis=1, join="inner")
+    return both.groupby(level="seed").mean()
 
 
 def compare_to(results: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame:
     """One row per (method, domain, metric): means, the paired difference with its CI, and the relative change."""
+    methods = sorted(m for m in results["method"].unique() if m != reference and not m.endswith(TS_SUFFIX))
     rows = []
     for domain, domains in DOMAINS.items():
         for metric in METRICS:
-            averages = seed_averages(results, domains, metric)
-            base = averages[averages["method"] == reference].set_index("seed")["value"]
-            for method, group in averages[averages["method"] != reference].groupby("method", sort=True):
-                paired = group.set_index("seed")["value"].to_frame("method").join(base.rename("reference"),
-                                                                                 how="inner")
+            for method in methods:
+                paired = paired_seed_averages(results, method, reference, domains, metric)
                 if paired.empty:
                     continue
                 diff = (paired["method"] - paired["reference"]).to_numpy()

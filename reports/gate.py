@@ -156,6 +156,8 @@ def _check_settings(max_acc_drop, max_ece_rise, alpha, n_boot, seed) -> dict:
         raise UserError(f"--alpha must be in (0, 0.5], got {alpha!r}: use 0.05 for a 95% one-sided bound")
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise UserError(f"--n-boot must be a positive integer, got {n_boot!r}: use e.g. 2000")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {seed!r}: use e.g. 0")
     return {"max_acc_drop": float(max_acc_drop), "max_ece_rise": float(max_ece_rise), "alpha": float(alpha),
             "n_boot": int(n_boot), "seed": int(seed)}
 

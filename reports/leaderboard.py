@@ -108,12 +108,15 @@ def _numbers(stats: dict | None, metric: str) -> dict:
 
 
 def _ranked_methods(frame: pd.DataFrame) -> list[str]:
-    """Methods in `RANKING` order; methods lacking an average go last, then `method_order` breaks ties."""
+    """Methods in `RANKING` order; methods lacking an average (a domain's average where other methods have one) go
+    last, then `method_order` breaks ties."""
     averages = frame[frame["task"].isin(AVERAGES.values())]
+    domains = averages.dropna(subset=["mean"])["task"].unique()
 
     def domain_mean(method: str, metric: str) -> float:
-        values = averages[(averages["method"] == method) & (averages["metric"] == metric)]["mean"].dropna()
-        return float(values.mean()) if len(values) else math.nan
+        rows = averages[(averages["method"] == method) & (averages["metric"] == metric)]
+        values = rows.set_index("task")["mean"].reindex(domains)
+        return float(values.mean()) if len(values) and values.notna().all() else math.nan
 
     def key(item):
         index, method = item

@@ -67,9 +67,11 @@ def reliability_grid(view: RunView):
     seeds = view.results["seed"].nunique()
     fig.suptitle(f"Reliability per method (rows) and task (columns); {seeds} seed{'s' * (seeds > 1)} pooled",
                  y=1 - 0.08 / height, fontsize=7.5)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.24 / height), ncol=len(labels),
-               frameon=False, handlelength=1.6, columnspacing=1.2)
+    # the legend of the first cell with plots (a method may not have scored the first task)
+    handles, labels = next((h for h in (ax.get_legend_handles_labels() for ax in fig.axes) if h[1]), ([], []))
+    if labels:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.24 / height), ncol=len(labels),
+                   frameon=False, handlelength=1.6, columnspacing=1.2)
     return fig
 
 

@@ -56,3 +56,12 @@ def test_one_seed_gives_no_interval():
 
 def test_no_reference_no_rows():
     assert compare_to(RESULTS[RESULTS.method != "finetune"]).empty
+
+
+def test_a_method_is_compared_on_the_tasks_both_scored():
+    """kd scored task a only: its difference is against finetune on a, not against finetune's mean over a and b."""
+    results = pd.DataFrame([{"method": m, "task": t, "domain": "ood", "seed": 0, "acc": v, "ece": 1 - v}
+                            for m, t, v in (("finetune", "a", 0.5), ("finetune", "b", 0.1), ("kd", "a", 0.7))])
+    table = compare_to(results)
+    r = table[(table.method == "kd") & (table.domain == "OOD") & (table.metric == "acc")].iloc[0]
+    assert r["diff"] == pytest.approx(0.2) and r.reference_mean == pytest.approx(0.5)

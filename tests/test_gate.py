@@ -330,3 +330,9 @@ def test_bad_input_through_the_real_command_is_one_line_exit_2(tmp_path, base):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no run manifest at ") and "nowhere" in lines[0]
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_bad_bootstrap_seed_is_a_user_error(seed):
+    with pytest.raises(UserError, match="--seed must be a non-negative integer"):
+        gate._check_settings(0.01, 0.01, 0.05, 10, seed)

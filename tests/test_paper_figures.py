@@ -170,3 +170,13 @@ def test_first_figures_only_when_the_manifest_has_first_records(drawn, pristine,
     drawn_first = sorted(p.name for p in (with_first / "figures").glob("first_*"))
     assert drawn_first == ["first_ece_vs_c.png", "first_topk_mass.png"]  # no `first` predictions: no side-by-side
     assert {"first_ece_vs_c", "first_topk_mass", *GENERIC} <= set(FIGURES)
+
+
+def test_grid_legend_survives_a_method_that_skipped_the_first_task(pristine, tmp_path):
+    """The first cell (finetune on the first ID task) is empty: the legend comes from a cell that has plots."""
+    run = tmp_path / "run"
+    shutil.copytree(pristine, run)
+    for path in run.glob("predictions/*/finetune__nli_b__s*.parquet"):
+        path.unlink()
+    fig = reliability_grid(RunView(run, load_manifest(run), compute_results(run)))
+    assert len(fig.legends) == 1 and fig.legends[0].get_texts()

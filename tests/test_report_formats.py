@@ -259,3 +259,21 @@ def test_missing_metric_columns_show_as_missing():
     frame = leaderboard_frame(pd.DataFrame(rows), {})
     brier = frame[frame["metric"] == "brier"]
     assert brier["mean"].map(math.isnan).all() and not brier["best"].any() and set(brier["n_seeds"]) == {0}
+
+
+def test_a_method_missing_a_domain_average_ranks_after_those_with_both():
+    """`partial` has the best ID Brier but no OOD average: ranking it on ID alone would put it first."""
+    rows = [{"suite": "s", "method": m, "task": t, "domain": d, "seed": 0, "n": 5, "acc": 0.5, "acc_lo": 0.4,
+             "acc_hi": 0.6, "brier": b, "brier_lo": b - 0.05, "brier_hi": b + 0.05}
+            for m, t, d, b in (("full", "i", "id", 0.3), ("full", "o", "ood", 0.3), ("partial", "i", "id", 0.1))]
+    frame = leaderboard_frame(pd.DataFrame(rows), {})
+    ranks = frame.drop_duplicates("method").set_index("method")["rank"]
+    assert ranks["full"] < ranks["partial"]
+
+
+def test_report_out_that_is_a_file_is_a_user_error(tmp_path):
+    from reports import _out_dir
+
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        _out_dir([tmp_path / "run"], tmp_path / "taken")
