@@ -89,6 +89,14 @@ def distill_data(ctx: Context, examples: list[Example], config: TrainConfig) -> 
                        [len(f["input_ids"]) - f["target_len"] for f in features])
 
 
+def number_param(spec: MethodSpec, name: str, default: float) -> float:
+    """A numeric method parameter, or a one-line UserError naming it (YAML `true` is not a number here)."""
+    value = spec.params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"method {spec.name!r}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
 class Method:
     """A distillation recipe. Subclasses set `name`, say whether they depend on the seed, and implement `fit`."""
 

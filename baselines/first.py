@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity
+from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity, number_param
 from baselines.teacher import finetuned_teacher
 from harness.errors import UserError
 from reports.figures import FIGSIZE, RunView, draw_reliability, register_figure
@@ -102,13 +102,13 @@ class First(Method):
         super().__init__(spec)
         self.k = spec.params.get("k", 5)
         self.c = spec.params.get("c", "search")
-        self.label_smoothing = float(spec.params.get("label_smoothing", 0.0))
-        self.renorm_eps = float(spec.params.get("renorm_eps", 0.0))
-        if not isinstance(self.k, int) or self.k < 1:
+        self.label_smoothing = number_param(spec, "label_smoothing", 0.0)
+        self.renorm_eps = number_param(spec, "renorm_eps", 0.0)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise UserError(f"method {spec.name!r}: k must be a positive integer, got {self.k!r}")
         if self.c in (None, "none"):
             self.c = None
-        elif self.c != "search" and not (isinstance(self.c, (int, float)) and self.c > 0):
+        elif self.c != "search" and (isinstance(self.c, bool) or not (isinstance(self.c, (int, float)) and self.c > 0)):
             raise UserError(f"method {spec.name!r}: c must be `search`, `none` or a positive number, got {self.c!r}")
         if self.renorm_eps < 0:
             raise UserError(f"method {spec.name!r}: renorm_eps must be >= 0, got {self.renorm_eps}")

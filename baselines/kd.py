@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 
-from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity
+from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity, number_param
 from baselines.teacher import finetuned_teacher
 from harness.errors import UserError
 
@@ -37,8 +37,8 @@ class KD(Method):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.alpha = float(spec.params.get("alpha", 0.5))
-        self.tau = float(spec.params.get("tau", 2.0))
+        self.alpha = number_param(spec, "alpha", 0.5)
+        self.tau = number_param(spec, "tau", 2.0)
         if not (0 <= self.alpha <= 1 and self.tau > 0):
             raise UserError(f"method {spec.name!r}: needs 0 <= alpha <= 1 and tau > 0 (got {self.alpha}, {self.tau})")
 

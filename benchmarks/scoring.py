@@ -60,7 +60,7 @@ def timed(command: list[str]) -> float:
 
 
 def _trustbench_predictions(run_dir: Path, name: str) -> dict[str, int]:
-    frame = pd.read_parquet(next((run_dir / "predictions" / "test").glob(f"*{name}*.parquet")))
+    frame = pd.read_parquet(next((run_dir / "predictions" / "test").glob(f"*__{name}__s*.parquet")))
     return dict(zip(frame.example_id, frame.pred))
 
 

@@ -79,7 +79,7 @@ def builtin_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str) -> Suite:
+def load_suite(name_or_path: str, _extending: tuple[Path, ...] = ()) -> Suite:
     path = Path(name_or_path)
     if not path.suffix:
         path = SUITES_DIR / f"{name_or_path}.yaml"
@@ -97,7 +97,12 @@ def load_suite(name_or_path: str) -> Suite:
     if not isinstance(raw, dict):
         raise UserError(f"suite file {path} must be a mapping with keys such as teacher, student, tasks, methods")
     if "extends" in raw:  # a variant of another suite: its settings, with this file's keys on top
-        base = _raw(load_suite(str(raw.pop("extends"))))
+        parent = str(raw.pop("extends"))
+        if Path(parent).suffix and not Path(parent).is_absolute():
+            parent = str(path.parent / parent)  # a relative path is relative to this file
+        if path.resolve() in _extending:
+            raise UserError(f"suite file {path} extends itself (through {parent}): remove the cycle of `extends:`")
+        base = _raw(load_suite(parent, (*_extending, path.resolve())))
         raw = {**base, "description": "", **raw, "name": raw.get("name", path.stem)}
     raw.setdefault("name", path.stem)
     return parse_suite(raw, source=str(path))

@@ -67,6 +67,9 @@ class AnswerLossTrainer(Trainer):
 
     def __init__(self, *args, loss: Callable | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # our loss is a mean over one micro-batch, not scaled by `num_items_in_batch`: let Trainer divide it by the
+        # gradient-accumulation steps (Llama's forward takes **kwargs, so Trainer would otherwise assume it is done)
+        self.model_accepts_loss_kwargs = False
         self.target_loss = loss or (lambda logits, labels, targets: answer_cross_entropy(logits, labels))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

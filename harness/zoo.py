@@ -205,6 +205,12 @@ def kept_layers(total: int, keep: int) -> list[int]:
 
 
 def model_identity(path: Path) -> str:
-    """What a checkpoint's cache key depends on: its config and its weights' file sizes and names."""
+    """What a checkpoint's cache key depends on: its config, its weights' file sizes and names and, for a checkpoint
+    trained here (`cached_checkpoint`), the key it was trained from: two fine-tunes of one architecture have the
+    same config and sizes but different weights."""
     files = sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
-    return stable_hash([json.loads((Path(path) / "config.json").read_text()), files])
+    identity = [json.loads((Path(path) / "config.json").read_text()), files]
+    trained_from = Path(path) / "key.json"
+    if trained_from.exists():
+        identity.append(json.loads(trained_from.read_text()))
+    return stable_hash(identity)

@@ -72,3 +72,22 @@ def test_a_suite_can_extend_another(tmp_path):
     assert [m.name for m in variant.methods] == ["finetune", "first_k3"] and variant.hash == smoke.hash
     ablations = load_suite("first-ablations")
     assert ablations.hash == load_suite("demo").hash and len(ablations.methods) >= 10
+
+
+def test_extends_is_relative_to_the_file_and_refuses_cycles(tmp_path, monkeypatch):
+    from harness.config import load_suite
+
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (folder / "base.yaml").write_text("extends: smoke\nseeds: [3]\n")
+    (folder / "child.yaml").write_text("extends: base.yaml\n")
+    monkeypatch.chdir(tmp_path)  # base.yaml is not in the working directory
+    assert load_suite(str(folder / "child.yaml")).seeds == (3,)
+    (folder / "a.yaml").write_text("extends: b.yaml\n")
+    (folder / "b.yaml").write_text("extends: a.yaml\n")
+    for name in ("a.yaml", "b.yaml"):
+        with pytest.raises(UserError, match="extends itself"):
+            load_suite(str(folder / name))
+    (folder / "self.yaml").write_text("extends: self.yaml\n")
+    with pytest.raises(UserError, match="extends itself"):
+        load_suite(str(folder / "self.yaml"))

@@ -224,6 +224,10 @@ def test_a_run_with_mismatched_vocabularies_is_refused_before_writing(tmp_path, 
     ({"c": "maybe"}, "c must be"),
     ({"label_smoothing": 1.5}, "label_smoothing"),
     ({"topk": 5}, "unknown parameter"),
+    ({"k": True}, "k must be a positive integer"),
+    ({"c": True}, "c must be"),
+    ({"label_smoothing": "abc"}, "label_smoothing must be a number"),
+    ({"renorm_eps": None}, "renorm_eps must be a number"),
 ])
 def test_bad_first_parameters_are_one_line_errors(params, message):
     import baselines
@@ -233,8 +237,21 @@ def test_bad_first_parameters_are_one_line_errors(params, message):
         baselines.build(MethodSpec("first", "first", params))
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"tau": "x"}, "tau must be a number"),
+    ({"alpha": True}, "alpha must be a number"),
+    ({"alpha": 1.5}, "0 <= alpha <= 1"),
+])
+def test_bad_kd_parameters_are_one_line_errors(params, message):
+    import baselines
+    from harness.config import MethodSpec
+
+    with pytest.raises(UserError, match=message):
+        baselines.build(MethodSpec("kd", "kd", params))
+
+
 def test_teacher_outputs_dataclass_rejects_a_larger_top_k():
     outputs = TeacherOutputs(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.int32), np.array([0, 2]),
                              {"k": 3, "vocab": 10})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot take the top 5 of a cache holding 3"):
         outputs.top(5)

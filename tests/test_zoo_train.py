@@ -77,3 +77,30 @@ def test_finetune_lowers_the_loss_and_partial_training_freezes_the_rest(tiny_pat
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ft")
     assert torch.equal(before.model.layers[0].mlp.up_proj.weight, after.model.layers[0].mlp.up_proj.weight)
     assert not torch.equal(before.model.layers[-1].mlp.up_proj.weight, after.model.layers[-1].mlp.up_proj.weight)
+
+
+def test_model_identity_tells_two_fine_tunes_of_one_architecture_apart(tiny_path, tmp_path):
+    """Same config and weight sizes, trained from different keys: the teacher cache and the students distilled from
+    each must not share a cache entry."""
+    import shutil
+
+    from harness.cache import write_json
+    from harness.zoo import model_identity
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, lr in ((first, 1e-3), (second, 1e-4)):
+        shutil.copytree(tiny_path, folder)
+        write_json(folder / "key.json", {"kind": "teacher-sft", "train": {"lr": lr}})
+    assert model_identity(first) != model_identity(second)
+    assert model_identity(tiny_path) not in (model_identity(first), model_identity(second))
+
+
+def test_trainer_divides_the_loss_by_the_accumulation_steps(tiny_path, tmp_path):
+    """Our loss is a per-micro-batch mean, so Trainer must scale it for gradient accumulation itself."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from harness.train import AnswerLossTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, gradient_accumulation_steps=4)
+    assert AnswerLossTrainer(model=model, args=args).model_accepts_loss_kwargs is False
