@@ -1,32 +1,37 @@
-"""The method registry. A method is one recipe file here plus an entry in BUILTIN.
+"""The method registry. A method is one recipe file here, registered by decorator (`@register_method("kd")`).
 
-Methods outside trustbench run like built-ins: name them as `module:Class` in a suite, or register them under the
-`trustbench.methods` entry-point group of their own package.
+Importing this package imports no recipe: `load_builtins()` does, so a report that needs one recipe's figures
+imports that recipe alone. Methods outside trustbench run like built-ins: name them as `module:Class` in a
+suite, or register them under the `trustbench.methods` entry-point group of their own package.
 """
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
 
-from baselines.base import Context, Method, StudentArtifact
-from baselines.finetune import Finetune
-from baselines.first import First
-from baselines.kd import KD
-from baselines.load import Load
-from baselines.teacher import Teacher
-from baselines.zeroshot import ZeroShot
+from baselines.base import Context, Method, StudentArtifact, register_method
 from harness.config import MethodSpec
 from harness.errors import UserError
+from harness.registry import METHODS
 
-BUILTIN: dict[str, type[Method]] = {m.name: m for m in (Teacher, ZeroShot, Finetune, KD, First, Load)}
+BUILTIN_MODULES = ("baselines.teacher", "baselines.zeroshot", "baselines.finetune", "baselines.kd",
+                   "baselines.first", "baselines.load")
 
-__all__ = ["BUILTIN", "Context", "Method", "StudentArtifact", "available", "build"]
+__all__ = ["BUILTIN_MODULES", "Context", "Method", "StudentArtifact", "available", "build", "load_builtins",
+           "register_method"]
 
 
-def available() -> dict[str, type[Method]]:
-    methods = dict(BUILTIN)
+def load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def available() -> dict:
+    """Registered methods by name, built-in and installed (entry points, loaded on use)."""
+    load_builtins()
+    methods = dict(METHODS.items())
     for entry in entry_points(group="trustbench.methods"):
-        methods.setdefault(entry.name, entry)  # loaded lazily in build()
+        methods.setdefault(entry.name, entry)
     return methods
 
 

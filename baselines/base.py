@@ -1,4 +1,19 @@
-"""What every method gets (`Context`) and returns (`StudentArtifact`): DESIGN.md, Contracts: Method."""
+"""What every method gets (`Context`) and returns (`StudentArtifact`): DESIGN.md, Contracts: Method.
+
+A recipe asks `ctx` for what it needs instead of reading the suite and building its own keys:
+
+    ctx.train, ctx.val, ctx.pool      the ID tasks' splits, concatenated (ctx.tasks: per task, with its format)
+    ctx.pairs(examples)               (prompt, target) pairs rendered by each example's format
+    ctx.train_config()                the suite's train settings with this method's overrides
+    ctx.teacher()                     the teacher fine-tuned on the ID train split (cached; built once per process)
+    ctx.engine(model, role)           a long-lived engine from the run's pool (model: a path, or the endpoint)
+    ctx.cache_key(kind, **extra)      everything a student depends on, so a recipe cannot forget a field
+    ctx.record(key, value)            a result reports and figures read by key (`manifest.records(key)`)
+    ctx.round_dir(i)                  a folder for round i's artifacts in the run directory
+    ctx.teacher_usage()               what the teacher engines were asked since this method started
+
+Nothing here imports torch: a report imports recipe modules to draw their figures, and must stay light.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +24,16 @@ from typing import Callable, ClassVar
 from harness import zoo
 from harness.cache import stable_hash
 from harness.config import MethodSpec, Suite, TrainConfig
+from harness.endpoint import Endpoint
+from harness.engines import DISTRIBUTIONS, GENERATION, LOCAL, SCORING, EnginePool, Usage
 from harness.errors import UserError
-from harness.scoring import training_pair
-from harness.types import Example
-from harness.zoo import model_identity  # re-exported: recipes key their caches with it
+from harness.registry import METHODS
+from harness.store import RunDir
+from harness.types import Example, Task
+from harness.zoo import model_identity
+
+TEACHER_SEED = 0  # the teacher is trained once, whatever the run's seeds, so every student of a suite shares it
+_TEACHERS: dict[str, "StudentArtifact"] = {}  # fine-tuned teachers built in this process, by key
 
 
 @dataclass(frozen=True)
@@ -28,15 +49,38 @@ class Context:
     suite: Suite
     spec: MethodSpec
     seed: int
-    train: list[Example]  # the ID tasks' train splits, concatenated
-    val: list[Example]  # the ID tasks' val splits, concatenated
+    tasks: list[Task]  # the ID tasks (what methods train on)
+    engines: EnginePool = field(default_factory=EnginePool)
+    run: RunDir | None = None
     log: Callable[[str], None] = print
+    records: dict = field(default_factory=dict)
+    used_teacher: Path | None = None
+
+    def __post_init__(self):
+        self._format = {e: task.format for task in self.tasks for part in (task.splits.train, task.splits.val,
+                                                                         task.splits.pool) for e in part}
+        self._usage_start = {id(e): e.usage.copy() for e in self.engines.engines("teacher")}
+
+    # ------------------------------------------------------------------------------------------ data
+
+    @property
+    def train(self) -> list[Example]:
+        return [e for task in self.tasks for e in task.splits.train]
+
+    @property
+    def val(self) -> list[Example]:
+        return [e for task in self.tasks for e in task.splits.val]
+
+    @property
+    def pool(self) -> list[Example]:
+        return [e for task in self.tasks for e in task.splits.pool]
 
     def pairs(self, examples: list[Example]) -> list[tuple[str, str]]:
-        return [training_pair(e, self.suite.scoring) for e in examples]
+        """(prompt, target) as each example's task format renders it (the suite's mode for other examples)."""
+        from harness.scoring import FORMATS
 
-    def data_key(self, examples: list[Example]) -> str:
-        return stable_hash([(e.id, e.prompt, e.choices, e.gold) for e in examples])
+        default = FORMATS.get(self.suite.scoring)()
+        return [self._format.get(e, default).pair(e) for e in examples]
 
     def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
         """The suite's train settings with this method's overrides (any TrainConfig field in its params)."""
@@ -50,18 +94,85 @@ class Context:
 
     @property
     def teacher_init(self) -> Path:
+        if isinstance(self.suite.teacher, Endpoint):
+            raise UserError(f"method {self.spec.name!r} needs the teacher's weights, but the teacher is the endpoint "
+                            f"{self.suite.teacher.name}; use a local teacher model")
         return zoo.resolve(self.suite.teacher)
 
+    # ------------------------------------------------------------------------------------------ services
 
-def cached_sft(ctx: Context, kind: str, cache: str, init: Path, config: TrainConfig, seed: int) -> StudentArtifact:
-    """Fine-tune `init` on the ID train split, once per hash of everything the result depends on."""
-    from harness.train import cached_checkpoint, finetune  # Trainer: slow to import, and `eval` never trains
+    def teacher(self) -> StudentArtifact:
+        """The teacher fine-tuned on the ID train split (its checkpoint and what training it cost): cached by hash
+        on disk, built once per process."""
+        config = self.suite.teacher_train or self.suite.train
+        key = {"kind": "teacher-sft", "model": model_identity(self.teacher_init),
+               "pairs": stable_hash(self.pairs(self.train)), "mode": self.suite.scoring,
+               "train": dataclasses.asdict(config), "seed": TEACHER_SEED}
+        name = stable_hash(key)
+        if name not in _TEACHERS:
+            self.log(f"teacher: fine-tuning {self.suite.teacher} on {len(self.train)} ID examples (cached by hash)")
+            _TEACHERS[name] = self.sft("teachers", key, self.teacher_init, self.train, config, TEACHER_SEED)
+        self.used_teacher = _TEACHERS[name].path
+        return _TEACHERS[name]
 
-    key = {"kind": kind, "model": model_identity(init), "data": ctx.data_key(ctx.train), "mode": ctx.suite.scoring,
-           "train": dataclasses.asdict(config), "seed": seed}
-    path, cost = cached_checkpoint(cache, key, lambda out: finetune(init, ctx.pairs(ctx.train), config, seed, out,
-                                                                     log=ctx.log))
-    return StudentArtifact(path, cost)
+    def engine(self, model: Path | Endpoint, role: str = "student", backend: str | None = None,
+               min_logprobs: int = 0):
+        """A long-lived engine over `model` (the suite's backend by default; an endpoint's own engine)."""
+        if isinstance(model, Endpoint):
+            return self.engines.get(model, "openai", role)
+        return self.engines.get(model, backend or self.suite.backend, role, min_logprobs=min_logprobs)
+
+    def teacher_engine(self, fine_tuned: bool = True):
+        """The teacher as an engine: the fine-tuned local teacher, the base one (`fine_tuned=False`), or the
+        endpoint when the suite's teacher is one."""
+        if isinstance(self.suite.teacher, Endpoint):
+            return self.engine(self.suite.teacher, "teacher")
+        return self.engine(self.teacher().path if fine_tuned else self.teacher_init, "teacher")
+
+    def teacher_usage(self) -> Usage:
+        """What the teacher engines were asked (generation calls and tokens) since this context began."""
+        total = Usage()
+        for engine in self.engines.engines("teacher"):
+            total = total.plus(engine.usage.minus(self._usage_start.get(id(engine), Usage())))
+        return total
+
+    def cache_key(self, kind: str, examples: list[Example] | None = None, **extra) -> dict:
+        """The cache key of a student: the recipe's kind, the method and its parameters, the student's initial
+        weights, the rendered training pairs, the scoring mode, the train settings, the seed, the teacher (when
+        `ctx.teacher()` was asked for) and anything in `extra`."""
+        key = {"kind": kind, "method": self.spec.method, "params": self.spec.params,
+               "model": model_identity(self.student_init),
+               "pairs": stable_hash(self.pairs(self.train if examples is None else examples)),
+               "mode": self.suite.scoring, "train": dataclasses.asdict(self.train_config()), "seed": self.seed}
+        if self.used_teacher is not None:
+            key["teacher"] = model_identity(self.used_teacher)
+        return {**key, **extra}
+
+    def sft(self, cache: str, key: dict, init: Path, examples: list[Example], config: TrainConfig, seed: int,
+            **trainer) -> StudentArtifact:
+        """Fine-tune `init` on `examples` (their rendered pairs) once per `key` (`trainer`: loss, targets)."""
+        from harness.train import cached_checkpoint, finetune  # Trainer: slow to import, and `eval` never trains
+
+        path, cost = cached_checkpoint(cache, key, lambda out: finetune(init, self.pairs(examples), config, seed, out,
+                                                                        log=self.log, **trainer))
+        return StudentArtifact(path, cost)
+
+    def record(self, key: str, value) -> None:
+        """Keep `value` (JSON) in this method x seed's `records`, for reports and figures."""
+        self.records[key] = value
+
+    def round_dir(self, index: int) -> Path:
+        if self.run is None:
+            raise ValueError("this context has no run directory")
+        return self.run.round_dir(self.spec.name, self.seed, index)
+
+    @property
+    def teacher_capabilities(self) -> frozenset[str]:
+        if isinstance(self.suite.teacher, Endpoint):
+            from harness.endpoint import OpenAIEngine
+
+            return OpenAIEngine.capabilities
+        return LOCAL
 
 
 @dataclass
@@ -97,14 +208,25 @@ def number_param(spec: MethodSpec, name: str, default: float) -> float:
     return float(value)
 
 
+def register_method(name: str):
+    """Register a recipe under `name` (it becomes the class's `name`): `@register_method("finetune")`."""
+
+    def register(cls):
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return register
+
+
 class Method:
-    """A distillation recipe. Subclasses set `name`, say whether they depend on the seed, and implement `fit`."""
+    """A distillation recipe. Subclasses register a name, say whether they depend on the seed, and implement `fit`."""
 
     name: ClassVar[str]
     seeded: ClassVar[bool] = True
     trains: ClassVar[bool] = True  # needs the ID train split
     params: ClassVar[tuple[str, ...]] = ()  # accepted params besides TrainConfig fields
     distils_logits: ClassVar[bool] = False  # compares teacher and student distributions: same vocabulary needed
+    teacher_needs: ClassVar[frozenset[str]] = frozenset()  # engine capabilities it asks of the teacher
 
     def __init__(self, spec: MethodSpec):
         allowed = set(self.params) | {f.name for f in dataclasses.fields(TrainConfig)}
@@ -114,8 +236,17 @@ class Method:
                             f"{self.name} accepts {', '.join(sorted(allowed)) or 'none'}")
         self.spec = spec
 
-    def check(self) -> None:
-        """Validate inputs before a run writes anything (raise UserError); most methods need nothing."""
+    def check(self, ctx: Context) -> None:
+        """Refuse, before a run writes anything, what `fit` could not do (raise UserError). Subclasses that add
+        checks call this one: it checks that the teacher can do what the method asks of it."""
+        missing = self.teacher_needs - ctx.teacher_capabilities
+        if missing:
+            raise UserError(f"method {self.spec.name!r} needs a teacher with {', '.join(sorted(missing))}, which the "
+                            f"endpoint teacher {ctx.suite.teacher.name} does not offer; use a local teacher model")
 
     def fit(self, ctx: Context) -> StudentArtifact:
         raise NotImplementedError
+
+
+__all__ = ["Context", "DISTRIBUTIONS", "DistillData", "GENERATION", "Method", "SCORING", "StudentArtifact",
+           "distill_data", "model_identity", "number_param", "register_method"]

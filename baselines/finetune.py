@@ -4,13 +4,13 @@ The accurate-but-over-confident baseline that distillation methods claim to impr
 """
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact, cached_sft
+from baselines.base import Context, Method, StudentArtifact, register_method
 
 
+@register_method("finetune")
 class Finetune(Method):
-    name = "finetune"
-
     def fit(self, ctx: Context) -> StudentArtifact:
         ctx.log(f"{ctx.spec.name}: fine-tuning {ctx.suite.student} on {len(ctx.train)} ID examples (seed {ctx.seed})")
-        artifact = cached_sft(ctx, "finetune", "students", ctx.student_init, ctx.train_config(), ctx.seed)
+        artifact = ctx.sft("students", ctx.cache_key("finetune"), ctx.student_init, ctx.train, ctx.train_config(),
+                           ctx.seed)
         return StudentArtifact(artifact.path, {**artifact.cost, "teacher_calls": 0})

@@ -20,18 +20,15 @@ With k = 1 both renormalised distributions are [1]: the loss is identically 0 an
 """
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
-from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity, number_param
-from baselines.teacher import finetuned_teacher
+from baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
 from harness.errors import UserError
-from reports.figures import FIGSIZE, RunView, draw_reliability, register_figure
+from harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
 
 CACHE_K = 10  # one top-10 extraction serves every k of the ablation
 COARSE_GRID = tuple(round(0.1 * i, 2) for i in range(1, 11))
@@ -77,9 +74,10 @@ def search_c(ece_of: Callable[[float], float], coarse=COARSE_GRID, step: float =
     return best, [[c, float(curve[c])] for c in sorted(curve)]
 
 
-def first_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, vocab: int,
-               renorm_eps: float = 0.0) -> torch.Tensor:
+def first_loss(logits, labels, targets: dict, vocab: int, renorm_eps: float = 0.0):
     """sum over response positions of KL(target || student renormalised over the teacher's k ids), per sequence."""
+    import torch
+
     mask = labels != -100
     ids = targets["teacher_ids"][mask].long()  # [positions, k]
     target = targets["teacher_probs"][mask].float()
@@ -93,10 +91,11 @@ def first_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, vocab:
     return kl.sum() / logits.shape[0]
 
 
+@register_method("first")
 class First(Method):
-    name = "first"
     params = ("k", "c", "label_smoothing", "renorm_eps")
     distils_logits = True
+    teacher_needs = frozenset({DISTRIBUTIONS})
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -115,50 +114,53 @@ class First(Method):
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"method {spec.name!r}: label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
-    def fit(self, ctx: Context) -> StudentArtifact:
-        from harness.teacher_cache import teacher_outputs
-        from harness.train import cached_checkpoint, finetune
+    def check(self, ctx: Context) -> None:
+        super().check(ctx)
+        if self.c == "search" and not ctx.val:
+            raise UserError(f"method {ctx.spec.name!r}: the c search needs an ID validation split; give the ID "
+                            "tasks `val: N` in the suite's sizes, or set `c:` to a number")
 
+    def fit(self, ctx: Context) -> StudentArtifact:
         config = ctx.train_config()
-        teacher = finetuned_teacher(ctx).path
-        cache_k = max(self.k, CACHE_K)
+        teacher = ctx.teacher().path
         train = distill_data(ctx, ctx.train, config)
-        outputs = teacher_outputs(teacher, train.sequences, train.starts, cache_k, ctx.suite.backend, ctx.log)
-        outputs = outputs.top(self.k)
-        c, curve, val_calls = self._choose_c(ctx, config, cache_k)
+        outputs = self._teacher_topk(ctx, teacher, train)
+        c, curve, val_calls = self._choose_c(ctx, teacher, config)
         targets = [{"teacher_ids": ids, "teacher_probs": trustworthy_target(logprobs, c, self.label_smoothing)
                     .astype(np.float32)} for ids, logprobs in map(outputs.sequence, range(len(outputs)))]
         ctx.log(f"{ctx.spec.name}: distilling top-{self.k} (c = {c}, label smoothing {self.label_smoothing}) "
                 f"into {ctx.suite.student}, seed {ctx.seed}")
-        key = {"kind": "first", "model": model_identity(ctx.student_init), "teacher": model_identity(teacher),
-               "data": ctx.data_key(ctx.train), "mode": ctx.suite.scoring, "train": dataclasses.asdict(config),
-               "k": self.k, "c": c, "label_smoothing": self.label_smoothing, "renorm_eps": self.renorm_eps,
-               "engine": outputs.info["engine"], "seed": ctx.seed}
         loss = partial(first_loss, vocab=outputs.info["vocab"], renorm_eps=self.renorm_eps)
-        path, cost = cached_checkpoint("students", key, lambda out: finetune(
-            ctx.student_init, train.pairs, config, ctx.seed, out, log=ctx.log, loss=loss, targets=targets))
+        key = ctx.cache_key("first", k=self.k, c=c, label_smoothing=self.label_smoothing, renorm_eps=self.renorm_eps,
+                            engine=outputs.info["engine"])
+        artifact = ctx.sft("students", key, ctx.student_init, ctx.train, config, ctx.seed, loss=loss, targets=targets)
         mass = outputs.mass
-        record = {"k": self.k, "c": c, "c_mode": "search" if curve else ("none" if c is None else "fixed"),
-                  "label_smoothing": self.label_smoothing, "renorm_eps": self.renorm_eps, "ece_curve": curve,
-                  "topk_mass_mean": round(float(mass.mean()), 4),
-                  "topk_mass_hist": np.histogram(mass, bins=MASS_BINS, range=(0, 1))[0].tolist(),
-                  "teacher_cache": outputs.record()}
-        return StudentArtifact(path, {**cost, "teacher_calls": len(train.sequences) + val_calls,
-                                      "teacher_tokens": outputs.info["tokens"], "first": record})
+        ctx.record("first", {"k": self.k, "c": c, "c_mode": "search" if curve else ("none" if c is None else "fixed"),
+                             "label_smoothing": self.label_smoothing, "renorm_eps": self.renorm_eps,
+                             "ece_curve": curve, "topk_mass_mean": round(float(mass.mean()), 4),
+                             "topk_mass_hist": np.histogram(mass, bins=MASS_BINS, range=(0, 1))[0].tolist(),
+                             "teacher_cache": outputs.record()})
+        return StudentArtifact(artifact.path, {**artifact.cost, "teacher_calls": len(train.sequences) + val_calls,
+                                               "teacher_tokens": outputs.info["tokens"], **outputs.cost_columns(),
+                                               "c": c})
 
-    def _choose_c(self, ctx: Context, config, cache_k: int) -> tuple[float | None, list, int]:
+    def _teacher_topk(self, ctx: Context, teacher, data):
+        """The teacher's top-k over `data`'s response positions, from the one top-10 cache every k <= 10 shares."""
+        from harness.teacher_cache import teacher_outputs
+
+        cache_k = max(self.k, CACHE_K)
+        outputs = teacher_outputs(teacher, data.sequences, data.starts, cache_k, ctx.suite.backend,
+                                  lambda backend: ctx.engine(teacher, "teacher", backend, min_logprobs=cache_k),
+                                  ctx.log)
+        return outputs.top(self.k)
+
+    def _choose_c(self, ctx: Context, teacher, config) -> tuple[float | None, list, int]:
         """The configured c, or the searched one with its ECE(c) curve on the ID validation split (and the
         number of validation sequences the teacher ran on)."""
         if self.c != "search":
             return self.c, [], 0
-        if not ctx.val:
-            raise UserError(f"method {ctx.spec.name!r}: the c search needs an ID validation split; give the ID "
-                            "tasks `val: N` in the suite's sizes, or set `c:` to a number")
-        from harness.teacher_cache import teacher_outputs
-
-        teacher = finetuned_teacher(ctx).path
         val = distill_data(ctx, ctx.val, config)
-        outputs = teacher_outputs(teacher, val.sequences, val.starts, cache_k, ctx.suite.backend, ctx.log).top(self.k)
+        outputs = self._teacher_topk(ctx, teacher, val)
         correct = outputs.ids[:, 0] == np.concatenate([np.asarray(r) for r in val.responses])
         metrics = ctx.suite.metrics
         c, curve = search_c(lambda c: validation_ece(outputs.logprobs, correct, c, metrics.bins, metrics.equal_mass))
@@ -175,7 +177,7 @@ def ece_vs_c_figure(view: RunView):
     """The teacher's validation ECE against c, with the chosen c marked (one line per FIRST variant searched)."""
     from matplotlib.figure import Figure
 
-    curves = {name: r for name, r in view.method_records("first").items() if r.get("ece_curve")}
+    curves = {name: r for name, r in view.records("first").items() if r.get("ece_curve")}
     if not curves:
         return None
     fig = Figure(figsize=FIGSIZE)
@@ -202,7 +204,7 @@ def topk_mass_figure(view: RunView):
     from matplotlib.figure import Figure
 
     records = {}
-    for name, record in sorted(view.method_records("first").items()):
+    for name, record in sorted(view.records("first").items()):
         records.setdefault(record["k"], (name, record))  # one histogram per k
     if not records:
         return None

@@ -9,18 +9,16 @@ once (HF engine, cached by hash) rather than at every step: the same loss, a fra
 """
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 
-import torch
-
-from baselines.base import Context, Method, StudentArtifact, distill_data, model_identity, number_param
-from baselines.teacher import finetuned_teacher
+from baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
 from harness.errors import UserError
 
 
-def kd_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, alpha: float, tau: float) -> torch.Tensor:
+def kd_loss(logits, labels, targets: dict, alpha: float, tau: float):
     """Hinton's loss at the positions with a label; `targets["teacher_logprobs"]` is `[batch, positions, vocab]`."""
+    import torch
+
     mask = labels != -100
     teacher = targets["teacher_logprobs"][mask].float()
     student = logits[mask][:, :teacher.shape[-1]].float()  # a padded student vocabulary is cut to the tokenizer's
@@ -30,10 +28,11 @@ def kd_loss(logits: torch.Tensor, labels: torch.Tensor, targets: dict, alpha: fl
     return alpha * ce + (1 - alpha) * tau ** 2 * kl
 
 
+@register_method("kd")
 class KD(Method):
-    name = "kd"
     params = ("alpha", "tau")
     distils_logits = True
+    teacher_needs = frozenset({DISTRIBUTIONS})
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -44,21 +43,17 @@ class KD(Method):
 
     def fit(self, ctx: Context) -> StudentArtifact:
         from harness.teacher_cache import teacher_outputs
-        from harness.train import cached_checkpoint, finetune
 
         config = ctx.train_config()
-        teacher = finetuned_teacher(ctx).path
+        teacher = ctx.teacher().path
         data = distill_data(ctx, ctx.train, config)
-        outputs = teacher_outputs(teacher, data.sequences, data.starts, None, "hf", ctx.log)
+        outputs = teacher_outputs(teacher, data.sequences, data.starts, None, "hf",
+                                  lambda backend: ctx.engine(teacher, "teacher", backend), ctx.log)
         targets = [{"teacher_logprobs": outputs.sequence(i)[1]} for i in range(len(outputs))]
         ctx.log(f"{ctx.spec.name}: distilling {ctx.suite.teacher} into {ctx.suite.student} "
                 f"(alpha {self.alpha}, tau {self.tau}, seed {ctx.seed})")
-        key = {"kind": "kd", "model": model_identity(ctx.student_init), "teacher": model_identity(teacher),
-               "data": ctx.data_key(ctx.train), "mode": ctx.suite.scoring, "train": dataclasses.asdict(config),
-               "alpha": self.alpha, "tau": self.tau, "seed": ctx.seed}
         loss = partial(kd_loss, alpha=self.alpha, tau=self.tau)
-        path, cost = cached_checkpoint("students", key, lambda out: finetune(
-            ctx.student_init, data.pairs, config, ctx.seed, out, log=ctx.log, loss=loss, targets=targets))
-        return StudentArtifact(path, {**cost, "teacher_calls": len(data.sequences),
-                                      "teacher_tokens": outputs.info["tokens"],
-                                      "teacher_cache": outputs.record()})
+        artifact = ctx.sft("students", ctx.cache_key("kd", alpha=self.alpha, tau=self.tau), ctx.student_init,
+                           ctx.train, config, ctx.seed, loss=loss, targets=targets)
+        return StudentArtifact(artifact.path, {**artifact.cost, "teacher_calls": len(data.sequences),
+                                               "teacher_tokens": outputs.info["tokens"], **outputs.cost_columns()})

@@ -1,13 +1,13 @@
 """`load`: score a given checkpoint (a zoo name, a local folder, or a locally cached Hugging Face id)."""
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact
+from baselines.base import Context, Method, StudentArtifact, register_method
 from harness import zoo
 from harness.errors import UserError
 
 
+@register_method("load")
 class Load(Method):
-    name = "load"
     seeded = False
     trains = False
     params = ("path",)
@@ -17,7 +17,7 @@ class Load(Method):
         if "path" not in spec.params:
             raise UserError(f"method {spec.name!r}: `load` needs `path:` (a checkpoint folder or zoo model name)")
 
-    def check(self) -> None:
+    def check(self, ctx: Context) -> None:
         zoo.check(str(self.spec.params["path"]))
 
     def fit(self, ctx: Context) -> StudentArtifact:

@@ -1,11 +1,11 @@
 """`zeroshot`: the student before any training, the floor every method should clear."""
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact
+from baselines.base import Context, Method, StudentArtifact, register_method
 
 
+@register_method("zeroshot")
 class ZeroShot(Method):
-    name = "zeroshot"
     seeded = False
     trains = False
 

@@ -17,6 +17,8 @@ from harness.errors import UserError
 from harness.metrics import _ragged
 
 T_MIN, T_MAX = 0.05, 20.0
+TS_SUFFIX = "+ts"  # a method's results row after temperature scaling: `finetune+ts`
+OPEN_ANSWER = "gold_answer"  # the column that marks open-answer predictions (see harness.scoring)
 _LOG_FLOOR = np.finfo(np.float64).tiny
 
 
@@ -54,7 +56,8 @@ def fit_temperature(probs, gold) -> float:
 
 def apply_temperature(predictions: pd.DataFrame, temperature: float) -> pd.DataFrame:
     """A copy of `predictions` with `probs` = softmax(log(probs) / T) and `pred`, `confidence` (the max scaled
-    probability) and `correct` recomputed; every other column is kept."""
+    probability) and `correct` recomputed; every other column is kept. Open-answer rows (a `gold_answer` column)
+    keep their answer: only its probability is rescaled, sigmoid(logit(p) / T)."""
     if not (isinstance(temperature, (int, float, np.integer, np.floating)) and math.isfinite(temperature)
             and temperature > 0):
         raise UserError(f"temperature must be a positive finite number, got {temperature!r}: refit it on the val split")
@@ -69,9 +72,14 @@ def apply_temperature(predictions: pd.DataFrame, temperature: float) -> pd.DataF
         raise UserError("probs must be finite and non-negative to apply a temperature: pass probabilities")
     scaled = np.exp(_segment_log_softmax(np.log(np.maximum(flat, _LOG_FLOOR)) / float(temperature), starts, lengths))
     rows = np.split(scaled, starts[1:])
-    pred = np.array([int(np.argmax(r)) for r in rows], dtype=np.int64)
     out["probs"] = pd.Series(rows, index=out.index, dtype=object)
+    if OPEN_ANSWER in predictions.columns:  # probs = [p(its answer), 1 - p]: the answer stands, p is rescaled
+        out["confidence"] = [float(r[0]) for r in rows]
+        return out
+    pred = np.array([int(np.argmax(r)) for r in rows], dtype=np.int64)
     out["pred"] = pred
     out["confidence"] = np.maximum.reduceat(scaled, starts)
     out["correct"] = pred == predictions["gold"].to_numpy().astype(np.int64)
+    if "parsed" in predictions.columns:  # an answer the model never gave stays wrong
+        out["correct"] &= predictions["parsed"].to_numpy(dtype=bool)
     return out

@@ -12,9 +12,11 @@ from pathlib import Path
 import yaml
 
 from harness.cache import stable_hash
+from harness.endpoint import Endpoint, endpoint_dict, endpoint_from
 from harness.errors import UserError
 
 SUITES_DIR = Path(__file__).parent / "suites"
+LATER_SETTINGS = {"chat_template": False}  # added in schema 2 of the run directory, with their defaults
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class Suite:
     name: str
-    teacher: str
+    teacher: str | Endpoint  # a model (zoo name, folder, cached HF id) or a black-box endpoint
     student: str
     tasks: tuple[str, ...]
     methods: tuple[MethodSpec, ...]
@@ -60,15 +62,20 @@ class Suite:
     teacher_train: TrainConfig | None = None  # the teacher's SFT settings; the student's when absent
     metrics: MetricsConfig = MetricsConfig()
     temperature_scaling: bool = True
+    chat_template: bool = False  # generation prompts go through the model's chat template
     sizes: dict = field(default_factory=dict)  # task -> {train, val, test} overrides of the card's sizes
     description: str = ""
 
     @property
     def hash(self) -> str:
-        """What makes two runs' cells comparable; selecting methods, tasks or seeds does not change it."""
+        """What makes two runs' cells comparable; selecting methods, tasks or seeds does not change it. Settings
+        added after a release count only when set away from their default, so adding one keeps earlier hashes."""
         settings = dataclasses.asdict(self)
         for selection in ("name", "description", "methods", "tasks", "seeds"):
             settings.pop(selection)
+        for later, default in LATER_SETTINGS.items():
+            if settings[later] == default:
+                settings.pop(later)
         return stable_hash(settings)
 
     def to_dict(self) -> dict:
@@ -117,6 +124,11 @@ def parse_suite(raw: dict, source: str = "suite") -> Suite:
         if not raw.get(key):
             raise UserError(f"{source}: missing {key!r}; every suite names a teacher, a student, tasks and methods")
     values = dict(raw)
+    if isinstance(raw["teacher"], dict):
+        values["teacher"] = endpoint_from(raw["teacher"], source)
+    elif not isinstance(raw["teacher"], str):
+        raise UserError(f"{source}: teacher must be a model name or path, or an endpoint mapping "
+                        "({endpoint: URL, model: NAME, api_key_env: VAR})")
     values["tasks"] = tuple(_string_list(raw["tasks"], "tasks", source))
     values["methods"] = tuple(_method_specs(raw["methods"], source))
     values["seeds"] = tuple(_int_list(raw.get("seeds", [0]), "seeds", source))
@@ -157,6 +169,8 @@ def _raw(suite: Suite) -> dict:
 def _raw_value(value):
     if isinstance(value, tuple) and value and isinstance(value[0], MethodSpec):
         return [{"name": m.name, "method": m.method, **m.params} for m in value]
+    if isinstance(value, Endpoint):
+        return endpoint_dict(value)
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     return list(value) if isinstance(value, tuple) else value

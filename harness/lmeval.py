@@ -39,12 +39,9 @@ class TrustbenchLM(LM):
         for request in requests:
             context, kwargs = request.args
             until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else until
-            text = self.engine.generate([context], max_tokens=kwargs.get("max_gen_toks", 256),
-                                        temperature=kwargs.get("temperature", 0.0))[0][0]
-            for stop in until:
-                text = text.split(stop)[0]
-            outputs.append(text)
+            until = [until] if isinstance(until, str) else list(until)
+            outputs.append(self.engine.generate([context], max_tokens=kwargs.get("max_gen_toks", 256),
+                                                temperature=kwargs.get("temperature", 0.0), stop=until)[0][0].text)
         return outputs
 
 

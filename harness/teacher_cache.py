@@ -59,6 +59,13 @@ class TeacherOutputs:
         return {"positions": positions, "cache_bytes": int(kept), "full_bytes": int(full),
                 "full_over_cache": round(full / kept, 1) if kept else None}
 
+    def cost_columns(self) -> dict:
+        """The cache as flat cost columns (costs.csv): k, the kept teacher mass, bytes, engine and speed."""
+        record = self.record()
+        return {"k": record["k"], "topk_mass": record["mean_mass"], "cache_bytes": record["cache_bytes"],
+                "full_bytes": record["full_bytes"], "full_over_cache": record["full_over_cache"],
+                "engine": record["engine"], "extract_tok_per_s": record["tokens_per_s"]}
+
     def record(self) -> dict:
         """What a run's manifest keeps about this cache: its size and how fast it was extracted."""
         extraction = {key: self.info[key] for key in ("engine", "k", "tokens", "seconds", "tokens_per_s")}
@@ -99,24 +106,18 @@ def load(path: Path) -> TeacherOutputs:
 
 
 def teacher_outputs(teacher: Path, sequences: Sequence[Sequence[int]], starts: Sequence[int], k: int | None,
-                    backend: str, log: Callable[[str], None] = print) -> TeacherOutputs:
-    """Cached `extract` with the suite's engine (vLLM for top-k when available, else HF)."""
+                    backend: str, engine: Callable[[str], object], log: Callable[[str], None] = print) -> TeacherOutputs:
+    """Cached `extract` with the suite's engine (vLLM for top-k when available, else HF); `engine(backend)` gives the
+    teacher's engine (from the run's pool), asked for only when the cache misses."""
     backend = _usable_backend(backend, k, log)
     key = {"teacher": model_identity(teacher), "sequences": stable_hash([list(map(int, s)) for s in sequences]),
            "starts": stable_hash(list(map(int, starts))), "k": k, "engine": backend}
     path = cache_dir("teacher-outputs") / f"{stable_hash(key)}.npz"
     if path.exists():
         return load(path)
-    from harness.engines import make_engine
-
     what = "full distributions" if k is None else f"top-{k}"
     log(f"teacher {what}: one pass over {len(sequences)} sequences with the {backend} engine (cached by hash)")
-    options = {"max_logprobs": max(20, k or 0)} if backend == "vllm" else {}
-    engine = make_engine(backend, teacher, **options)
-    try:
-        outputs = extract(engine, sequences, starts, k)
-    finally:
-        engine.close()
+    outputs = extract(engine(backend), sequences, starts, k)
     save(outputs, path)
     log(f"teacher {what}: {outputs.info['tokens']} tokens in {outputs.info['seconds']}s "
         f"({outputs.info['tokens_per_s']} tok/s, {backend})")

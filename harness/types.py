@@ -7,12 +7,12 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class Example:
-    """One multiple-choice question. `gold` indexes `choices`."""
+    """One question: multiple choice (`gold` indexes `choices`) or open (no choices; `gold` is the answer text)."""
 
     id: str
     prompt: str
     choices: tuple[str, ...]
-    gold: int
+    gold: int | str
     rationale: str | None = None
     detail: str | None = None
 
@@ -22,6 +22,7 @@ class Splits:
     train: list[Example]
     val: list[Example]
     test: list[Example]
+    pool: list[Example] = field(default_factory=list)  # unlabelled questions a teacher may annotate (active methods)
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class TaskCard:
     """A task as data: where its examples come from and how they are split.
 
     `source` is `<loader>:<argument>`, e.g. `bigbench:multiemo/hotels_text_en`, `jsonl:/path/to/file.jsonl`,
-    `lmeval:arc_easy`, `synthetic:id`. The split rule is a seeded shuffle, then test, val and train take the first
-    `test`, `val` and `train` examples in that order (a size of 0 leaves that split empty).
+    `lmeval:arc_easy`, `synthetic:id`. The split rule is a seeded shuffle, then test, val, train and pool take the
+    first `test`, `val`, `train` and `pool` examples in that order (a size of 0 leaves that split empty).
+    `use_detail` puts each example's `detail` before its question; `max_new_tokens` bounds a cot answer's reasoning.
     """
 
     name: str
@@ -43,5 +45,21 @@ class TaskCard:
     train: int = 0
     val: int = 0
     test: int = 0
+    pool: int = 0
     max_prompt_chars: int | None = None
+    use_detail: bool = False
+    max_new_tokens: int = 256
     options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as a run uses it: its card (sized by the suite), the format it is scored in, and its splits."""
+
+    card: TaskCard
+    format: object  # a harness.scoring.Format
+    splits: Splits
+
+    @property
+    def name(self) -> str:
+        return self.card.name

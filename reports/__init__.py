@@ -10,8 +10,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.cache import write_json, write_text
+from harness.cache import write_text
 from harness.errors import UserError
+from harness.store import SPLITS, Manifest, RunDir
 
 
 def _run_list(run_dirs) -> list[Path]:
@@ -34,26 +35,27 @@ def _out_dir(run_dirs: list[Path], out) -> Path:
     return out
 
 
-def _figures(run_dirs: list[Path], out: Path, manifest: dict, results) -> list[Path]:
+def _figures(run_dirs: list[Path], out: Path, manifest: Manifest, results) -> list[Path]:
     """`write_figures` into `out/figures`. It reads one run directory, so for a merge (or an --out elsewhere) it
     reads a temporary one inside `out`: the merged manifest and links to every run's predictions."""
     from reports.figures import write_figures
 
     if len(run_dirs) == 1 and out.resolve() == run_dirs[0].resolve():
-        return write_figures(out, results)
+        return write_figures(out, results, manifest=manifest)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as tmp:
-        stage = Path(tmp)
-        write_json(stage / "manifest.json", manifest)
-        for run in run_dirs:
-            for src in sorted((run / "predictions").glob("*/*.parquet")):
-                link = stage / "predictions" / src.parent.name / src.name
-                if not link.exists():  # a cell in two runs is the same in both (checked by the merge)
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    link.symlink_to(src.resolve())
+        stage = RunDir(tmp)
+        stage.save(manifest)
+        for run in map(RunDir, run_dirs):
+            for split in SPLITS:
+                for cell, src in run.cells(split).items():
+                    link = stage.cell_path(split, *cell)
+                    if not link.exists():  # a cell in two runs is the same in both (checked by the merge)
+                        link.parent.mkdir(parents=True, exist_ok=True)
+                        link.symlink_to(src.resolve())
         figures = []
-        for path in write_figures(stage, results):
-            dest = out / Path(path).relative_to(stage)
+        for path in write_figures(stage, results, manifest=manifest):
+            dest = out / Path(path).relative_to(stage.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest)
             figures.append(dest)
@@ -75,8 +77,8 @@ def build_report(run_dirs, out: str | Path | None = None) -> Path:
     run_dirs = _run_list(run_dirs)
     out = _out_dir(run_dirs, out)
     manifest, results = load_runs(run_dirs)
-    frame = leaderboard_frame(results, manifest.get("tasks") or {})
-    scoring, metrics = manifest.get("scoring"), manifest.get("metrics")
+    frame = leaderboard_frame(results, manifest.tasks)
+    scoring, metrics = manifest.scoring.model_dump(), manifest.metrics.model_dump()
     md = render_markdown(frame, results, scoring, metrics)
     files = {
         "results.csv": results_csv(results),

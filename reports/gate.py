@@ -34,7 +34,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.metrics import _ece_mce_rows, accuracy, ece  # the row kernel is what `ece` runs, vectorised
-from reports.results import load_manifest, metric_settings, prediction_files, read_predictions
+from harness.store import Manifest, RunDir, read_cell
 
 DEFAULTS = {"max_acc_drop": 0.01, "max_ece_rise": 0.01, "alpha": 0.05, "n_boot": 2000, "seed": 0}
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
@@ -125,13 +125,12 @@ def compare_runs(
     name the two runs share is gated against itself. Deterministic for a given `seed`.
     """
     settings = _check_settings(max_acc_drop, max_ece_rise, alpha, n_boot, seed)
-    base_manifest, cand_manifest = load_manifest(baseline_dir), load_manifest(candidate_dir)
-    base_files = _by_cell(prediction_files(baseline_dir, "test", base_manifest))
-    cand_files = _by_cell(prediction_files(candidate_dir, "test", cand_manifest))
-    metrics = metric_settings(base_manifest)
+    base_run, cand_run = RunDir(baseline_dir), RunDir(candidate_dir)
+    base_manifest, cand_manifest = base_run.load(), cand_run.load()
+    base_files, cand_files = _by_cell(base_run.cells("test")), _by_cell(cand_run.cells("test"))
+    metrics = base_manifest.metrics.model_dump()
     result = GateResult(PASS, str(baseline_dir), str(candidate_dir), settings, context={
-        "suite": base_manifest.get("suite", "?"),
-        "scoring": (base_manifest.get("scoring") or {}).get("mode", "?"),
+        "suite": base_manifest.suite, "scoring": base_manifest.scoring.mode,
         "bins": metrics["bins"], "equal_mass": metrics["equal_mass"]})
     try:
         _check_comparable(base_manifest, cand_manifest)
@@ -139,8 +138,8 @@ def compare_runs(
         cells, result.skipped = _shared_cells(pairs, base_files, cand_files)
         _check_tasks(base_manifest, cand_manifest, {task for _, _, task in cells})
         for base_method, cand_method, task in cells:
-            result.rows.append(_gate_cell(base_method, cand_method, task, base_files, cand_files,
-                                          base_manifest, cand_manifest, metrics, settings))
+            result.rows.append(_gate_cell(base_method, cand_method, task, base_files, cand_files, metrics,
+                                          settings))
     except NotComparable as exc:
         result.exit_code, result.reason, result.rows = NOT_COMPARABLE, str(exc), []
         return result
@@ -170,24 +169,23 @@ def _by_cell(files: dict) -> dict[tuple[str, str], dict[int, Path]]:
     return cells
 
 
-def _check_comparable(base: dict, cand: dict) -> None:
+def _check_comparable(base: Manifest, cand: Manifest) -> None:
     """Runs are comparable only under the same scoring and the same suite settings (the suite hash)."""
-    base_mode = (base.get("scoring") or {}).get("mode")
-    cand_mode = (cand.get("scoring") or {}).get("mode")
+    base_mode, cand_mode = base.scoring.mode, cand.scoring.mode
     if base_mode != cand_mode:
         raise NotComparable(f"different scoring modes (baseline {base_mode}, candidate {cand_mode}): "
                             "confidences are defined differently; score the candidate with the baseline's mode")
-    if not base.get("suite_hash") or base.get("suite_hash") != cand.get("suite_hash"):
+    if not base.suite_hash or base.suite_hash != cand.suite_hash:
         raise NotComparable(
-            f"different suite settings (suite_hash {base.get('suite_hash')} vs {cand.get('suite_hash')}): run the "
+            f"different suite settings (suite_hash {base.suite_hash} vs {cand.suite_hash}): run the "
             "candidate from a copy of the baseline's suite that changes only methods, tasks or seeds")
 
 
-def _check_tasks(base: dict, cand: dict, tasks: set[str]) -> None:
+def _check_tasks(base: Manifest, cand: Manifest, tasks: set[str]) -> None:
     """A task gated in both runs must have the same test (and val) examples: same split, same data."""
     for task in sorted(tasks):
-        base_hash = (base.get("tasks", {}).get(task) or {}).get("test_hash")
-        cand_hash = (cand.get("tasks", {}).get(task) or {}).get("test_hash")
+        base_hash = base.tasks[task].test_hash if task in base.tasks else None
+        cand_hash = cand.tasks[task].test_hash if task in cand.tasks else None
         if base_hash != cand_hash:
             raise NotComparable(f"task {task} has different test examples in the two runs (test_hash {base_hash} "
                                 f"vs {cand_hash}): its card, data or split sizes changed")
@@ -252,12 +250,11 @@ def _shared_cells(pairs, base_files, cand_files) -> tuple[list[tuple[str, str, s
 # --------------------------------------------------------------------------------------------- one cell
 
 
-def _gate_cell(base_method, cand_method, task, base_files, cand_files, base_manifest, cand_manifest,
-               metrics, settings) -> GateRow:
+def _gate_cell(base_method, cand_method, task, base_files, cand_files, metrics, settings) -> GateRow:
     base_seeds, cand_seeds = base_files[base_method, task], cand_files[cand_method, task]
     seeds = tuple(sorted(set(base_seeds) & set(cand_seeds)))
-    base = [read_predictions(base_seeds[s], base_manifest) for s in seeds]
-    cand = [read_predictions(cand_seeds[s], cand_manifest) for s in seeds]
+    base = [read_cell(base_seeds[s]) for s in seeds]
+    cand = [read_cell(cand_seeds[s]) for s in seeds]
     where = f"{base_method}/{task}" if base_method == cand_method else f"{base_method}->{cand_method}/{task}"
     base_conf, base_corr, cand_conf, cand_corr = _aligned(base, cand, where)
     bins, equal_mass = metrics["bins"], metrics["equal_mass"]

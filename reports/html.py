@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.metrics import METRICS
+from harness.store import Manifest, TaskEntry
 from reports.figures import figure_name
 from reports.leaderboard import FOOTNOTE, RANKING, format_cell, header_line, suite_name, task_columns, titles
-from reports.results import METRICS
 
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 CSS = """
@@ -159,7 +160,7 @@ def comparison_html(results: pd.DataFrame) -> str:
                       _table("comparison", head, rows)])
 
 
-def costs_html(manifest: dict) -> str:
+def costs_html(manifest: Manifest) -> str:
     """Training cost and teacher-cache records per method x seed (`reports.costs`), or "" when there are none."""
     from reports.costs import cost_table, format_value
 
@@ -187,17 +188,17 @@ def _figs(images: list[str]) -> str:
     return '<div class="figs">' + "".join(images) + "</div>" if images else ""
 
 
-def drilldown_html(results: pd.DataFrame, tasks_meta: dict, methods: list[str], figures: dict[str, Path]) -> str:
+def drilldown_html(results: pd.DataFrame, tasks: dict[str, TaskEntry], methods: list[str],
+                   figures: dict[str, Path]) -> str:
     """A collapsed <details> per task (ID, then OOD): every method x seed row of it and its reliability diagrams.
 
     Pops the figures it shows from `figures`, so the caller can show the rest elsewhere.
     """
-    id_tasks, ood_tasks = task_columns(results, tasks_meta)
+    id_tasks, ood_tasks = task_columns(results, tasks)
     out = []
-    for label, tasks in (("ID", id_tasks), ("OOD", ood_tasks)):
-        for task in tasks:
-            meta = tasks_meta.get(task) if isinstance(tasks_meta.get(task), dict) else {}
-            family = f", {meta['family']}" if meta.get("family") else ""
+    for label, names in (("ID", id_tasks), ("OOD", ood_tasks)):
+        for task in names:
+            family = f", {tasks[task].family}" if task in tasks and tasks[task].family else ""
             shown = [m for m in methods if figure_name(m, task) in figures]
             images = [_img(figures.pop(figure_name(m, task)), m, f"reliability diagram: {m} on {task}")
                       for m in shown]
@@ -208,62 +209,60 @@ def drilldown_html(results: pd.DataFrame, tasks_meta: dict, methods: list[str], 
     return "\n".join(out)
 
 
-def _info_html(manifest: dict, results: pd.DataFrame) -> str:
-    scoring = manifest.get("scoring") or {}
-    metrics = manifest.get("metrics") or {}
+def _info_html(manifest: Manifest, results: pd.DataFrame) -> str:
+    metrics = manifest.metrics
     items = [
         ("suite", suite_name(results)),
-        ("config hash", manifest.get("suite_hash", "?")),
-        ("scoring mode", scoring.get("mode", "?")),
-        ("confidence", scoring.get("confidence", "?")),
-        ("ECE bins", f"{metrics.get('bins', 10)} {'equal-mass' if metrics.get('equal_mass') else 'equal-width'}"),
-        ("bootstrap resamples", metrics.get("n_boot", 1000)),
+        ("config hash", manifest.suite_hash),
+        ("scoring mode", manifest.scoring.mode),
+        ("confidence", manifest.scoring.confidence),
+        ("ECE bins", f"{metrics.bins} {'equal-mass' if metrics.equal_mass else 'equal-width'}"),
+        ("bootstrap resamples", metrics.n_boot),
         ("temperature scaling", "on (fitted on ID val predictions per method x seed)"
-         if manifest.get("temperature_scaling") else "off"),
+         if manifest.temperature_scaling else "off"),
         ("seeds", ", ".join(str(s) for s in sorted(set(results["seed"])))),
     ]
+    items += [(f"confidence ({name})", text) for name, text in sorted(manifest.scoring.formats.items())
+              if name != manifest.scoring.mode]
     out = ["<dl>"] + [f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items] + ["</dl>"]
-    sources = manifest.get("merged_from") or []
-    if sources:
+    if manifest.merged_from:
         out.append("<h3>Merged runs</h3><table>"
                    "<tr><th>run</th><th>suite</th><th>created</th><th>git revision</th></tr>")
-        out += [f"<tr><td>{_esc(s['run'])}</td><td>{_esc(s['suite'])}</td><td>{_esc(s['created'])}</td>"
-                f"<td>{_esc(s['git_revision'])}</td></tr>" for s in sources]
+        out += [f"<tr><td>{_esc(s.run)}</td><td>{_esc(s.suite)}</td><td>{_esc(s.created)}</td>"
+                f"<td>{_esc(s.git_revision or '?')}</td></tr>" for s in manifest.merged_from]
         out.append("</table>")
-    tasks = manifest.get("tasks") or {}
-    if tasks:
-        out.append("<h3>Tasks</h3><table><tr><th>task</th><th>domain</th><th>family</th></tr>")
-        for name, meta in tasks.items():
-            meta = meta if isinstance(meta, dict) else {}
-            out.append(f"<tr><td>{_esc(name)}</td><td>{_esc(meta.get('domain', '?'))}</td>"
-                       f"<td>{_esc(meta.get('family', ''))}</td></tr>")
+    if manifest.tasks:
+        out.append("<h3>Tasks</h3><table><tr><th>task</th><th>domain</th><th>family</th><th>scored as</th></tr>")
+        for name, entry in manifest.tasks.items():
+            out.append(f"<tr><td>{_esc(name)}</td><td>{_esc(entry.domain)}</td><td>{_esc(entry.family)}</td>"
+                       f"<td>{_esc(entry.scoring)}</td></tr>")
         out.append("</table>")
     out.append(_versions_html(manifest))
     return "\n".join(out)
 
 
-def _versions_html(manifest: dict) -> str:
+def _versions_html(manifest: Manifest) -> str:
     """Package versions: one column, or one per run when runs were merged."""
-    runs = manifest.get("merged_from") or [{"run": "version", "versions": manifest.get("versions")}]
-    runs = [r for r in runs if isinstance(r.get("versions"), dict) and r["versions"]]
+    runs = [(s.run, s.versions) for s in manifest.merged_from] or [("version", manifest.versions)]
+    runs = [(name, versions) for name, versions in runs if versions]
     if not runs:
         return ""
-    names = sorted({n for r in runs for n in r["versions"]})
+    names = sorted({n for _, versions in runs for n in versions})
     out = ["<h3>Package versions</h3><table><tr><th>package</th>"
-           + "".join(f"<th>{_esc(r['run'])}</th>" for r in runs) + "</tr>"]
-    out += [f"<tr><td>{_esc(n)}</td>" + "".join(f"<td>{_esc(r['versions'].get(n, '–'))}</td>" for r in runs)
+           + "".join(f"<th>{_esc(run)}</th>" for run, _ in runs) + "</tr>"]
+    out += [f"<tr><td>{_esc(n)}</td>" + "".join(f"<td>{_esc(versions.get(n, '–'))}</td>" for _, versions in runs)
             + "</tr>" for n in names]
     out.append("</table>")
     return "\n".join(out)
 
 
-def render_html(manifest: dict, results: pd.DataFrame, frame: pd.DataFrame, figures) -> str:
+def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, figures) -> str:
     """The whole report as one HTML string, from the (merged) manifest, results, leaderboard frame and figures."""
     title = f"trustbench report: {suite_name(results)}"
     methods = list(dict.fromkeys(frame["method"]))  # rank order
     remaining = {Path(f).name: Path(f) for f in figures if Path(f).suffix in IMAGE_TYPES}  # a browser shows these
     leaderboard = [f"<h3>{_esc(t)}</h3>\n{leaderboard_html(frame, m)}"
-                   for m, t in titles(manifest.get("metrics")).items()]
+                   for m, t in titles(manifest.metrics.model_dump()).items()]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -273,7 +272,7 @@ def render_html(manifest: dict, results: pd.DataFrame, frame: pd.DataFrame, figu
         "<h2>Run</h2>",
         _info_html(manifest, results),
         "<h2>Leaderboard</h2>",
-        f"<p>{_prose(header_line(results, manifest.get('scoring')))} {_prose(RANKING)} Bold: best in its column. "
+        f"<p>{_prose(header_line(results, manifest.scoring.model_dump()))} {_prose(RANKING)} Bold: best in its column. "
         "Click a column header to sort.</p>",
         *leaderboard,
         f"<p>{_prose(FOOTNOTE)}</p>",
@@ -283,7 +282,7 @@ def render_html(manifest: dict, results: pd.DataFrame, frame: pd.DataFrame, figu
         "<p>Each task's rows (one per method x seed; fractions with 95% bootstrap CIs over test examples) and its "
         "reliability diagrams (bars: accuracy per confidence bin; red line: mean confidence per bin; dashed: "
         "perfect calibration; lower panel: examples per bin; seeds pooled). Click a task to open it.</p>",
-        drilldown_html(results, manifest.get("tasks") or {}, methods, remaining),
+        drilldown_html(results, manifest.tasks, methods, remaining),
         "<h2>All results</h2>",
         "<p>One row per method x task x seed; values are fractions with 95% bootstrap CIs over test examples.</p>",
         results_table_html(results),

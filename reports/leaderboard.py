@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports.results import TS_SUFFIX
+from harness.calibration import TS_SUFFIX
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),
@@ -38,17 +38,12 @@ def method_order(methods) -> list[str]:
     return sorted(set(methods), key=key)
 
 
-def task_columns(results: pd.DataFrame, tasks_meta: dict) -> tuple[list[str], list[str]]:
-    """(ID tasks, OOD tasks) present in `results`, in manifest order (then alphabetical for any others)."""
+def task_columns(results: pd.DataFrame, tasks: dict) -> tuple[list[str], list[str]]:
+    """(ID tasks, OOD tasks) present in `results`, in the order of `tasks` (the manifest's), then alphabetical."""
     present = list(dict.fromkeys(results["task"]))
-    ordered = [t for t in tasks_meta if t in present] + sorted(t for t in present if t not in tasks_meta)
-    by_row = dict(zip(results["task"], results["domain"]))
-
-    def domain(t):
-        meta = tasks_meta.get(t)
-        return meta.get("domain") if isinstance(meta, dict) and meta.get("domain") else by_row.get(t)
-
-    return [t for t in ordered if domain(t) == "id"], [t for t in ordered if domain(t) == "ood"]
+    ordered = [t for t in tasks if t in present] + sorted(t for t in present if t not in tasks)
+    domain = dict(zip(results["task"], results["domain"]))
+    return [t for t in ordered if domain[t] == "id"], [t for t in ordered if domain[t] == "ood"]
 
 
 def t_interval(values, alpha: float = 0.05) -> tuple[float, float, float]:
@@ -140,13 +135,13 @@ def _best(frame: pd.DataFrame) -> pd.Series:
     return shown.eq(target) & shown.notna()
 
 
-def leaderboard_frame(results: pd.DataFrame, tasks_meta: dict) -> pd.DataFrame:
+def leaderboard_frame(results: pd.DataFrame, tasks: dict) -> pd.DataFrame:
     """The leaderboard as a tidy table: `FRAME_COLUMNS`, one row per metric x method x column.
 
     Columns (`task`) are the ID tasks, `ID avg`, the OOD tasks, `OOD avg`; values are fractions; rows are in
     metric order, then rank, then column order. Every renderer reads this frame and nothing else.
     """
-    id_tasks, ood_tasks = task_columns(results, tasks_meta)
+    id_tasks, ood_tasks = task_columns(results, tasks)
     rows = []
     for method in method_order(results["method"]):
         mrows = results[results["method"] == method]
@@ -191,9 +186,9 @@ def wide(frame: pd.DataFrame, metric: str, cell=format_cell) -> pd.DataFrame:
     return table
 
 
-def leaderboard_table(results: pd.DataFrame, tasks_meta: dict, metric: str) -> pd.DataFrame:
+def leaderboard_table(results: pd.DataFrame, tasks: dict, metric: str) -> pd.DataFrame:
     """Formatted cells: index = methods (rank order), columns = ID tasks, ID avg, OOD tasks, OOD avg."""
-    return wide(leaderboard_frame(results, tasks_meta), metric)
+    return wide(leaderboard_frame(results, tasks), metric)
 
 
 def titles(metrics: dict | None = None) -> dict[str, str]:
@@ -252,12 +247,12 @@ def render_markdown(frame: pd.DataFrame, results: pd.DataFrame, scoring: dict | 
 
 def leaderboard_markdown(
     results: pd.DataFrame,
-    tasks_meta: dict,
+    tasks: dict,
     scoring: dict | None = None,
     metrics: dict | None = None,
 ) -> str:
     """Markdown of `results` (see `render_markdown`); `scoring` and `metrics` are the manifest's blocks."""
-    return render_markdown(leaderboard_frame(results, tasks_meta), results, scoring, metrics)
+    return render_markdown(leaderboard_frame(results, tasks), results, scoring, metrics)
 
 
 def render_csv(frame: pd.DataFrame) -> str:

@@ -7,49 +7,42 @@ of every task they both scored. A (method, task, seed) cell held by two runs mus
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import UserError
-from reports.results import compute_results, load_manifest
+from harness.store import Manifest, MergedFrom, RunDir
+from reports.results import compute_results
 
 SETTINGS = ("suite_hash", "scoring", "metrics", "temperature_scaling")  # what must match for cells to compare
 KEY = ["method", "task", "seed"]
 
 
-def _check_comparable(first: Path, a: dict, other: Path, b: dict) -> None:
+def _check_comparable(first: Path, a: Manifest, other: Path, b: Manifest) -> None:
     """A one-line UserError naming both runs and the first setting in which they differ."""
     for key in SETTINGS:
-        if a.get(key) != b.get(key):
-            raise UserError(f"runs {first} and {other} are not comparable: {key} differs ({a.get(key)!r} vs "
-                            f"{b.get(key)!r}); merge only runs of the same suite settings")
-    for task in (a.get("tasks") or {}).keys() & (b.get("tasks") or {}).keys():
-        data_a, data_b = (_task_hash(m, task) for m in (a, b))
+        if getattr(a, key) != getattr(b, key):
+            raise UserError(f"runs {first} and {other} are not comparable: {key} differs ({getattr(a, key)!r} vs "
+                            f"{getattr(b, key)!r}); merge only runs of the same suite settings")
+    for task in sorted(a.tasks.keys() & b.tasks.keys()):
+        data_a, data_b = a.tasks[task].test_hash, b.tasks[task].test_hash
         if data_a != data_b:
             raise UserError(f"runs {first} and {other} are not comparable: task {task}'s data differs (test_hash "
                             f"{data_a!r} vs {data_b!r}); merge only runs scored on the same examples")
 
 
-def _task_hash(manifest: dict, task: str):
-    meta = manifest["tasks"][task]
-    return meta.get("test_hash") if isinstance(meta, dict) else None
-
-
-def _merge_manifests(manifests: list[dict], run_dirs: list[Path]) -> dict:
+def _merge_manifests(manifests: list[Manifest], run_dirs: list[Path]) -> Manifest:
     """The first manifest, with every run's tasks and method runs added and the source runs listed."""
-    merged = copy.deepcopy(manifests[0])
+    merged = manifests[0].model_copy(deep=True)
     for manifest in manifests[1:]:
-        for task, meta in (manifest.get("tasks") or {}).items():
-            merged.setdefault("tasks", {}).setdefault(task, meta)
-        for name, entry in (manifest.get("methods") or {}).items():
-            target = merged.setdefault("methods", {}).setdefault(name, copy.deepcopy(entry))
-            if isinstance(target, dict) and isinstance(entry, dict):
-                target.setdefault("runs", {}).update(entry.get("runs") or {})
-    merged["merged_from"] = [{"run": str(d), "suite": m.get("suite", "?"), "created": m.get("created", "?"),
-                              "git_revision": m.get("git_revision", "?"), "versions": m.get("versions") or {}}
-                             for d, m in zip(run_dirs, manifests)]
+        for task, entry in manifest.tasks.items():
+            merged.tasks.setdefault(task, entry)
+        for name, entry in manifest.methods.items():
+            target = merged.methods.setdefault(name, entry.model_copy(deep=True))
+            target.runs.update(entry.runs)
+    merged.merged_from = [MergedFrom(run=str(d), suite=m.suite, created=m.created, git_revision=m.git_revision,
+                                     versions=m.versions) for d, m in zip(run_dirs, manifests)]
     return merged
 
 
@@ -69,10 +62,10 @@ def _concat(frames: list[pd.DataFrame], run_dirs: list[Path]) -> pd.DataFrame:
     return merged.sort_values(KEY, kind="mergesort").reset_index(drop=True)
 
 
-def load_runs(run_dirs: list[str | Path]) -> tuple[dict, pd.DataFrame]:
+def load_runs(run_dirs: list[str | Path]) -> tuple[Manifest, pd.DataFrame]:
     """(manifest, results) of one run, or of several comparable runs merged."""
     run_dirs = [Path(d) for d in run_dirs]
-    manifests = [load_manifest(d) for d in run_dirs]
+    manifests = [RunDir(d).load() for d in run_dirs]
     for d, m in zip(run_dirs[1:], manifests[1:]):
         _check_comparable(run_dirs[0], manifests[0], d, m)
     frames = [compute_results(d) for d in run_dirs]

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports.figures import FIGSIZE, RunView, draw_reliability, register_figure
+from harness.calibration import TS_SUFFIX
+from harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
 from reports.leaderboard import method_order, task_columns
-from reports.results import TS_SUFFIX
 
 CELL = (FIGSIZE[0] / 2, FIGSIZE[1] * 0.62)  # inches per reliability cell: half a column wide, still legible
 MARGIN = {"left": 0.62, "right": 0.12, "top": 0.85, "bottom": 0.38}  # inches around the grid
@@ -47,7 +47,7 @@ def reliability_grid(view: RunView):
     from matplotlib.figure import Figure
 
     methods = raw_methods(view.results)
-    id_tasks, ood_tasks = task_columns(view.results, view.manifest.get("tasks") or {})
+    id_tasks, ood_tasks = task_columns(view.results, view.manifest.tasks)
     tasks = [(t, "ID") for t in id_tasks] + [(t, "OOD") for t in ood_tasks]
     if not methods or not tasks:
         return None

@@ -19,7 +19,10 @@ A card is data (see harness.types.TaskCard):
     train: 300
     val: 100
     test: 150
-    max_prompt_chars: 700            # drop longer examples (prompt plus detail) before splitting
+    pool: 0                          # unlabelled questions for methods that ask a teacher (after train)
+    max_prompt_chars: 700            # drop longer examples (the prompt, plus the detail when used) before splitting
+    use_detail: false                # put each example's `detail` (longer context) before its question
+    max_new_tokens: 256              # cot: the longest reasoning a model may write before its answer
     options: {}                      # loader options (see each loader's docstring)
 
 Relative paths in a card (a `jsonl:` source, lm-eval `include_path`) resolve against the card file's folder and are
@@ -37,18 +40,18 @@ import numpy as np
 import yaml
 
 from harness.errors import UserError
+from harness.registry import LOADERS
 from harness.types import Example, Splits, TaskCard
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TaskCard)}
-_INT_FIELDS = ("split_seed", "train", "val", "test")
+_INT_FIELDS = ("split_seed", "train", "val", "test", "pool")
 _DOMAINS = ("id", "ood")
 _FORMATS = ("mc", "cot")
-LOADERS = ("bigbench", "jsonl", "synthetic", "lmeval")
 
 __all__ = [
-    "CARDS_DIR", "LOADERS", "all_cards", "get_card", "load_card", "card_from_dict", "load_examples", "split",
+    "CARDS_DIR", "all_cards", "get_card", "load_card", "card_from_dict", "load_examples", "split",
     "usable_examples", "describe", "clear_cache",
 ]
 
@@ -76,6 +79,11 @@ def card_from_dict(data: Any, origin: str = "<inline card>", base_dir: str | Pat
     for key in _INT_FIELDS:
         if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0):
             raise UserError(f"{origin}: key '{key}' must be a whole number >= 0, got {data[key]!r}")
+    if not isinstance(data.get("use_detail", False), bool):
+        raise UserError(f"{origin}: key 'use_detail' must be true or false, got {data['use_detail']!r}")
+    new_tokens = data.get("max_new_tokens", 256)
+    if not isinstance(new_tokens, int) or isinstance(new_tokens, bool) or new_tokens < 1:
+        raise UserError(f"{origin}: key 'max_new_tokens' must be a positive whole number, got {new_tokens!r}")
     mpc = data.get("max_prompt_chars")
     if mpc is not None and (not isinstance(mpc, int) or isinstance(mpc, bool) or mpc <= 0):
         raise UserError(f"{origin}: key 'max_prompt_chars' must be a positive whole number or absent, got {mpc!r}")
@@ -94,7 +102,7 @@ def card_from_dict(data: Any, origin: str = "<inline card>", base_dir: str | Pat
     if base_dir is not None:
         fields = _anchor_paths(fields, Path(base_dir))
     card = TaskCard(**fields)
-    if sum((card.train, card.val, card.test)) == 0:
+    if sum((card.train, card.val, card.test, card.pool)) == 0:
         raise UserError(f"{origin}: all of 'train', 'val' and 'test' are 0; give 'test' (and for id tasks train/val) a size")
     return card
 
@@ -157,44 +165,42 @@ def get_card(name: str) -> TaskCard:
 
 
 # ---------------------------------------------------------------------------------------------------- examples
-def _loader(prefix: str) -> Callable[[TaskCard], list[Example]]:
-    if prefix == "bigbench":
-        from tasks import bigbench as mod
-    elif prefix == "jsonl":
-        from tasks import jsonl as mod
-    elif prefix == "synthetic":
-        from tasks import synthetic as mod
-    elif prefix == "lmeval":
-        from tasks import lmeval as mod
-    else:
-        raise UserError(f"task source prefix '{prefix}:' is not known; use one of: {', '.join(LOADERS)}")
-    return mod.load
-
-
 def _card_key(card: TaskCard) -> str:
     # TaskCard holds a dict (options), so it is not hashable: key the cache by its JSON form instead.
     return json.dumps(dataclasses.asdict(card), sort_keys=True, default=str)
 
 
-_EXAMPLES: dict[str, tuple[Example, ...]] = {}
+_LOADED: dict[str, list[Example] | Splits] = {}
+
+
+def _loaded(card: TaskCard) -> list[Example] | Splits:
+    """What the card's loader gives: all examples (split here), or splits it generated itself; validated (ids
+    unique, gold within choices) and cached per card in this process."""
+    key = _card_key(card)
+    if key not in _LOADED:
+        prefix, _, _ = card.source.partition(":")
+        loaded = LOADERS.get(prefix)(card)
+        _check_examples(card, _flat(loaded))
+        _LOADED[key] = loaded
+    return _LOADED[key]
+
+
+def _flat(loaded: list[Example] | Splits) -> list[Example]:
+    if isinstance(loaded, Splits):
+        return loaded.test + loaded.val + loaded.train + loaded.pool
+    return list(loaded)
 
 
 def load_examples(card: TaskCard) -> list[Example]:
-    """All examples of a card, validated (ids unique, gold within choices); cached per card in this process."""
-    key = _card_key(card)
-    if key not in _EXAMPLES:
-        prefix, _, _ = card.source.partition(":")
-        examples = _loader(prefix)(card)
-        _check_examples(card, examples)
-        _EXAMPLES[key] = tuple(examples)
-    return list(_EXAMPLES[key])
+    """All examples of a card (every split of a generating loader), validated; cached per card in this process."""
+    return _flat(_loaded(card))
 
 
 def clear_cache() -> None:
     """Forget cached cards and examples (tests; or after editing cards in a long-lived process)."""
     global _CARDS
     _CARDS = None
-    _EXAMPLES.clear()
+    _LOADED.clear()
 
 
 def _check_examples(card: TaskCard, examples: list[Example]) -> None:
@@ -205,46 +211,59 @@ def _check_examples(card: TaskCard, examples: list[Example]) -> None:
         if ex.id in seen:
             raise UserError(f"task {card.name}: example id '{ex.id}' appears twice; make ids unique")
         seen.add(ex.id)
-        if len(ex.choices) < 2 or not 0 <= ex.gold < len(ex.choices):
+        if not ex.choices and card.format == "cot":
+            if not isinstance(ex.gold, str) or not ex.gold.strip():
+                raise UserError(f"task {card.name}: open-answer example '{ex.id}' needs its answer as text in gold")
+            continue
+        if len(ex.choices) < 2 or isinstance(ex.gold, (str, bool)) or not 0 <= ex.gold < len(ex.choices):
             raise UserError(
                 f"task {card.name}: example '{ex.id}' has gold {ex.gold} for {len(ex.choices)} choices; "
                 f"each example needs >= 2 choices and a gold index within them"
             )
 
 
-def prompt_chars(ex: Example) -> int:
-    """What `max_prompt_chars` measures: the prompt plus the detail (longer context), when there is one."""
-    return len(ex.prompt) + len(ex.detail or "")
+def prompt_chars(ex: Example, use_detail: bool = False) -> int:
+    """What `max_prompt_chars` measures: the prompt, plus the detail (longer context) when the card uses it."""
+    return len(ex.prompt) + (len(ex.detail or "") if use_detail else 0)
 
 
 def usable_examples(card: TaskCard) -> list[Example]:
     """The examples that survive `max_prompt_chars`, in source order."""
-    examples = load_examples(card)
+    return _usable(card, load_examples(card))
+
+
+def _usable(card: TaskCard, examples: list[Example]) -> list[Example]:
     if card.max_prompt_chars is None:
         return examples
-    return [ex for ex in examples if prompt_chars(ex) <= card.max_prompt_chars]
+    return [ex for ex in examples if prompt_chars(ex, card.use_detail) <= card.max_prompt_chars]
 
 
 def split(card: TaskCard) -> Splits:
     """Split a card's usable examples: a seeded shuffle (numpy default_rng(split_seed).permutation), then test takes
-    the first `test`, val the next `val`, train the next `train`, each clamped to what is left. Test and val do not
-    depend on the train size. A split asked to be non-empty that ends up empty is a UserError."""
-    usable = usable_examples(card)
-    order = np.random.default_rng(card.split_seed).permutation(len(usable))
-    shuffled = [usable[i] for i in order]
-    parts: dict[str, list[Example]] = {}
-    start = 0
-    for part in ("test", "val", "train"):
-        want = getattr(card, part)
-        parts[part] = shuffled[start:start + want]
-        start += len(parts[part])
-        if want > 0 and not parts[part]:
+    the first `test`, val the next `val`, train the next `train`, pool the next `pool`, each clamped to what is
+    left. Test and val do not depend on the train or pool size. A loader that generates its splits itself (from
+    disjoint seeds) keeps them as generated. A split asked to be non-empty that ends up empty is a UserError."""
+    loaded = _loaded(card)
+    if isinstance(loaded, Splits):
+        parts = {part: _usable(card, getattr(loaded, part)) for part in ("test", "val", "train", "pool")}
+        available = len(_usable(card, _flat(loaded)))
+    else:
+        usable = _usable(card, loaded)
+        order = np.random.default_rng(card.split_seed).permutation(len(usable))
+        shuffled = [usable[i] for i in order]
+        parts, start = {}, 0
+        for part in ("test", "val", "train", "pool"):
+            parts[part] = shuffled[start:start + getattr(card, part)]
+            start += len(parts[part])
+        available = len(usable)
+    for part in ("test", "val", "train", "pool"):
+        if getattr(card, part) > 0 and not parts[part]:
             cut = f" after max_prompt_chars={card.max_prompt_chars}" if card.max_prompt_chars else ""
             raise UserError(
-                f"task {card.name}: the {part} split is empty ({len(usable)} usable examples{cut}, all taken by "
+                f"task {card.name}: the {part} split is empty ({available} usable examples{cut}, all taken by "
                 f"earlier splits); lower the sizes or raise max_prompt_chars in its card"
             )
-    return Splits(train=parts["train"], val=parts["val"], test=parts["test"])
+    return Splits(**parts)
 
 
 def data_available(card: TaskCard) -> bool:
@@ -274,3 +293,6 @@ def describe(card: TaskCard, sizes: bool = True) -> dict:
         "train": len(parts.train), "val": len(parts.val), "test": len(parts.test),
     }
     return info
+
+
+from tasks import bigbench, jsonl, lmeval, reasoning_gym, synthetic  # noqa: E402,F401  (each registers its loader)

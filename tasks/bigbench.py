@@ -36,6 +36,7 @@ import numpy as np
 
 from harness.cache import atomic_path, cache_dir, write_text
 from harness.errors import UserError
+from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
 ARCHIVE_NAME = "bigbench-1.0.0.tar.gz"
@@ -107,6 +108,7 @@ def _rationale(target: object, gold: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
+@LOADERS.register("bigbench")
 def load(card: TaskCard) -> list[Example]:
     task = task_path(card.source)
     bad = sorted(set(card.options) - set(OPTIONS))
@@ -142,12 +144,14 @@ def extracted_path(task: str) -> Path:
 
 
 def _other_card_tasks() -> list[str]:
-    """The task paths of every bigbench card in the registry, so one pass over the archive serves them all."""
-    try:
-        from tasks import all_cards
-        return [task_path(c.source) for c in all_cards().values() if c.source.startswith("bigbench:")]
-    except UserError:
-        return []
+    """The task paths of every built-in bigbench card (read from the card files), so one pass over the archive
+    serves them all."""
+    found = []
+    for path in sorted((Path(__file__).parent / "cards").glob("*.yaml")):
+        match = re.search(r"^source:\s*[\"']?bigbench:([^\s\"'#]+)", path.read_text(encoding="utf-8"), re.M)
+        if match:
+            found.append(task_path(f"bigbench:{match.group(1)}"))
+    return found
 
 
 def archive_path() -> Path:

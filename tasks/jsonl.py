@@ -1,10 +1,11 @@
 """JSONL loader: `source: jsonl:<path>`, one JSON object per line.
 
     {"id": "q1", "prompt": "2 + 2 = ?", "choices": ["3", "4"], "gold": 1, "rationale": "...", "detail": "..."}
+    {"id": "q2", "prompt": "What is 2 + 3?", "answer": "5", "rationale": "2 + 3 = 5"}
 
 - `prompt` (or `question`): the question text;
-- `choices`: a list of at least 2 distinct strings;
-- `gold`: the index of the right choice (0-based) or the right choice's text;
+- `choices`: a list of at least 2 distinct strings, and `gold`: the index of the right choice (0-based) or its text;
+- or, for an open question (a `format: cot` card), no choices and `answer`: the answer's text (or a number);
 - optional `id` (default `<card name>-<line number>`), `rationale`, `detail` (longer context); other keys are ignored.
 
 Blank lines are skipped. A relative path in a card file resolves against the folder the card file lives in (the
@@ -17,9 +18,11 @@ import json
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
 
+@LOADERS.register("jsonl")
 def load(card: TaskCard) -> list[Example]:
     path = Path(card.source.partition(":")[2].strip()).expanduser()
     return read_jsonl(path, prefix=card.name)
@@ -61,8 +64,14 @@ def _example(row: object, where: str, default_id: str) -> Example:
     if not isinstance(prompt, str) or not prompt.strip():
         raise UserError(f"{where}: missing key 'prompt' (or 'question'); add the question text as a string")
     choices = row.get("choices")
+    if "choices" not in row and "answer" in row:
+        answer = row["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+            raise UserError(f"{where}: 'answer' must be the answer's text or a number, got {answer!r}")
+        return _with_extras(row, where, default_id, prompt, (), str(answer).strip())
     if "choices" not in row:
-        raise UserError(f"{where}: missing key 'choices'; add a list of at least 2 answer strings")
+        raise UserError(f"{where}: missing key 'choices'; add a list of at least 2 answer strings (or `answer` for an "
+                        "open question)")
     if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
         raise UserError(f"{where}: 'choices' must be a list of at least 2 non-empty strings, got {choices!r}")
     if len(set(choices)) < len(choices):
@@ -78,11 +87,15 @@ def _example(row: object, where: str, default_id: str) -> Example:
         gold = choices.index(gold)
     elif not 0 <= gold < len(choices):
         raise UserError(f"{where}: gold index {gold} is out of range for {len(choices)} choices; use 0 to {len(choices) - 1}")
+    return _with_extras(row, where, default_id, prompt, tuple(choices), gold)
+
+
+def _with_extras(row: dict, where: str, default_id: str, prompt: str, choices: tuple, gold) -> Example:
     ex_id = row.get("id", default_id)
     if not isinstance(ex_id, (str, int)) or isinstance(ex_id, bool) or str(ex_id) == "":
         raise UserError(f"{where}: 'id' must be a non-empty string or number, got {ex_id!r}")
     for key in ("rationale", "detail"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise UserError(f"{where}: '{key}' must be a string, got {type(row[key]).__name__}")
-    return Example(id=str(ex_id), prompt=prompt.strip(), choices=tuple(choices), gold=gold,
+    return Example(id=str(ex_id), prompt=prompt.strip(), choices=choices, gold=gold,
                    rationale=row.get("rationale") or None, detail=row.get("detail") or None)

@@ -21,6 +21,7 @@ import numbers
 import os
 
 from harness.errors import UserError
+from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
 OPTIONS = ("include_path", "include_defaults", "split")
@@ -43,6 +44,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+@LOADERS.register("lmeval")
 def load(card: TaskCard) -> list[Example]:
     name = card.source.partition(":")[2].strip()
     opts = card.options

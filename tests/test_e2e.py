@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from harness.config import load_suite
-from harness.runner import prediction_path, run_suite
+from harness.runner import run_suite
+from harness.store import RunDir
 
 METHODS = ["teacher", "zeroshot", "finetune", "kd", "first"]
 
@@ -27,9 +28,14 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
     run_dir, report, _ = smoke_run
     assert report == run_dir / "report.html" and report.exists()
     results = pd.read_csv(run_dir / "results.csv")
-    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] for t in ("smoke_id", "smoke_ood")}
+    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] for t in ("smoke_id", "smoke_ood", "smoke_cot")}
     assert set(zip(results.method, results.task)) == expected
-    assert (results.n == 48).all() and results.acc.between(0, 1).all() and (results.acc_lo <= results.acc).all()
+    assert (results.n == results.task.map({"smoke_id": 48, "smoke_ood": 48, "smoke_cot": 24})).all()
+    assert results.acc.between(0, 1).all() and (results.acc_lo <= results.acc).all()
+    cot = pd.read_parquet(RunDir(run_dir).cell_path("test", "teacher", "smoke_cot", 0))
+    assert {"answer", "gold_answer", "parsed", "output"} <= set(cot.columns)
+    unparsed = results.set_index(["method", "task"]).loc[("teacher", "smoke_cot"), "n_unparsed"]
+    assert unparsed == (~cot.parsed).sum()
     leaderboard = (run_dir / "leaderboard.md").read_text()
     assert "finetune+ts" in leaderboard and "ID avg" in leaderboard and "OOD avg" in leaderboard
     for method in METHODS:
@@ -43,7 +49,7 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
 
 def test_predictions_follow_the_contract(smoke_run):
     run_dir, _, _ = smoke_run
-    frame = pd.read_parquet(prediction_path(run_dir, "test", "finetune", "smoke_id", 0))
+    frame = pd.read_parquet(RunDir(run_dir).cell_path("test", "finetune", "smoke_id", 0))
     assert {"example_id", "gold", "pred", "confidence", "probs", "correct"} <= set(frame.columns)
     assert (frame.correct == (frame.pred == frame.gold)).all()
     assert all(abs(sum(p) - 1) < 1e-9 for p in frame.probs)
@@ -55,25 +61,28 @@ def test_manifest_records_the_run(smoke_run):
 
     run_dir, _, _ = smoke_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["schema_version"] == 2
     assert manifest["scoring"]["mode"] == "letter" and "renormalised" in manifest["scoring"]["confidence"]
     assert manifest["tasks"]["smoke_ood"]["domain"] == "ood" and manifest["tasks"]["smoke_id"]["sizes"]["train"] == 64
     assert manifest["methods"]["finetune"]["runs"]["0"]["cost"]["train_examples"] == 64
     assert {"torch", "transformers", "lm-eval"} <= set(manifest["versions"])
-    first = manifest["methods"]["first"]["runs"]["0"]["cost"]["first"]
+    assert manifest["methods"]["first"]["module"] == "baselines.first"
+    first = manifest["methods"]["first"]["runs"]["0"]["records"]["first"]
     curve = dict(map(tuple, first["ece_curve"]))
     assert first["c_mode"] == "search" and curve[first["c"]] == min(curve.values()) and len(curve) >= 10
     cache = first["teacher_cache"]
     assert cache["positions"] == 64 and cache["cache_bytes"] == 64 * first["k"] * 8
     assert cache["full_over_cache"] == round(cache["full_bytes"] / cache["cache_bytes"], 1) > 1
     assert sum(first["topk_mass_hist"]) == 64 and 0 < first["topk_mass_mean"] <= 1
+    assert manifest["methods"]["first"]["runs"]["0"]["cost"]["c"] == first["c"]
     kd = manifest["methods"]["kd"]["runs"]["0"]["cost"]
-    assert kd["teacher_cache"]["full_over_cache"] == 1.0 and kd["train_examples"] == 64
+    assert kd["full_over_cache"] == 1.0 and kd["train_examples"] == 64
 
 
 def test_repeat_skips_finished_cells_and_resumes_missing_ones(smoke_run):
     run_dir, _, _ = smoke_run
-    kept = prediction_path(run_dir, "test", "teacher", "smoke_id", 0)
-    lost = prediction_path(run_dir, "test", "finetune", "smoke_ood", 0)
+    kept = RunDir(run_dir).cell_path("test", "teacher", "smoke_id", 0)
+    lost = RunDir(run_dir).cell_path("test", "finetune", "smoke_ood", 0)
     kept_mtime = kept.stat().st_mtime_ns
     before = pd.read_parquet(lost)
     lost.unlink()  # as if the run had been interrupted before this cell
@@ -85,15 +94,24 @@ def test_repeat_skips_finished_cells_and_resumes_missing_ones(smoke_run):
     pd.testing.assert_frame_equal(pd.read_parquet(lost), before)  # cached checkpoint, same predictions
 
 
-def test_report_rebuilds_identically_from_predictions(smoke_run):
-    from reports import build_report
-
+def test_report_rebuilds_identically_without_importing_torch(smoke_run):
+    """`trustbench report` and `trustbench figures` redraw a finished run byte for byte from its predictions and
+    manifest, importing the recipes the manifest names but never torch."""
     run_dir, _, _ = smoke_run
-    results = (run_dir / "results.csv").read_bytes()
-    leaderboard = (run_dir / "leaderboard.md").read_bytes()
-    build_report(run_dir)
-    assert (run_dir / "results.csv").read_bytes() == results
-    assert (run_dir / "leaderboard.md").read_bytes() == leaderboard
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file() and "predictions" not in p.parts
+                   and p.name != "manifest.json")
+    before = {p: p.read_bytes() for p in files}
+    script = ("import sys; from harness.cli import app\n"
+              "for command in (['report', sys.argv[1]], ['figures', sys.argv[1]]):\n"
+              "    app(command, standalone_mode=False)\n"
+              "print('torch imported' if 'torch' in sys.modules else 'no torch',"
+              " 'first recipe imported' if 'baselines.first' in sys.modules else 'no recipe')")
+    result = subprocess.run([sys.executable, "-c", script, str(run_dir)], capture_output=True, text=True,
+                            env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no torch" in result.stdout and "first recipe imported" in result.stdout
+    assert (run_dir / "figures" / "first_ece_vs_c.png").exists()  # the recipe's own figure, drawn by the report
+    assert {p: p.read_bytes() for p in files} == before
 
 
 def _eval(tmp_path: Path, backend: str) -> pd.DataFrame:

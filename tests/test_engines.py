@@ -116,4 +116,4 @@ def test_vllm_and_hf_give_same_predictions_and_ece(hf_engine, vllm_engine, smoke
 @pytest.mark.vllm
 def test_vllm_generates(vllm_engine):
     texts = vllm_engine.generate(["the sum of 2 and 3 is"], max_tokens=5, temperature=0.0, n=1)
-    assert len(texts) == 1 and len(texts[0]) == 1 and isinstance(texts[0][0], str)
+    assert len(texts) == 1 and len(texts[0]) == 1 and isinstance(texts[0][0].text, str)

@@ -17,6 +17,7 @@ from harness.errors import UserError
 from harness.metrics import accuracy, ece
 from reports import gate
 from reports.gate import compare_runs, format_gate, parse_method_pairs
+from synthetic_runs import manifest_dict
 
 N = 200
 TASKS = ("task_a", "task_b")
@@ -67,15 +68,10 @@ def write_run(path: Path, cells: dict, suite_hash: str = "h-suite", mode: str = 
     """A run directory as `trustbench run` writes it: {(method, task, seed): predictions frame}."""
     tasks = sorted({task for _, task, _ in cells})
     methods = sorted({method for method, _, _ in cells})
-    manifest = {
-        "suite": "fake", "suite_hash": suite_hash,
-        "scoring": {"mode": mode, "confidence": "probability of the chosen option"},
-        "metrics": {"bins": bins, "equal_mass": equal_mass, "n_boot": 200},
-        "temperature_scaling": False,
-        "tasks": {t: {"name": t, "domain": "id", "sizes": {"train": 0, "val": 0, "test": N},
-                      "test_hash": (test_hashes or {}).get(t, f"h-{t}")} for t in tasks},
-        "methods": {m: {"method": m, "params": {}, "runs": {}} for m in methods},
-    }
+    tasks = {t: {"domain": "id", "sizes": {"train": 0, "val": 0, "test": N},
+                 "test_hash": (test_hashes or {}).get(t, f"h-{t}")} for t in tasks}
+    manifest = manifest_dict(tasks, methods, suite="fake", suite_hash=suite_hash, mode=mode, bins=bins,
+                             equal_mass=equal_mass, n_boot=200, temperature_scaling=False)
     (path / "predictions" / "test").mkdir(parents=True)
     (path / "manifest.json").write_text(json.dumps(manifest))
     for (method, task, seed), frame in cells.items():

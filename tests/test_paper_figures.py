@@ -13,10 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from reports.figures import DPI, FIGSIZE, FIGURES, RunView, matplotlib_style, save_figure, write_figures
+from harness.plots import DPI, FIGSIZE, RunView, matplotlib_style, save_figure
+from harness.registry import FIGURES
+from harness.store import RunDir
+from reports.figures import write_figures
 from reports.paper_figures import acc_vs_ece, domain_averages, id_to_ood, reliability_grid
-from reports.results import compute_results, load_manifest
-from synthetic_runs import write_run
+from reports.results import compute_results
+from synthetic_runs import manifest_dict, write_run
 
 METHODS = {"kd": (1.0, 3.0), "finetune": (2.0, 1.0)}  # name: (skill, sharpness)
 TASKS = {"nli_b": {"domain": "id"}, "a_senti": {"domain": "ood"}, "c_para": {"domain": "ood"}}
@@ -29,8 +32,7 @@ FIRST_RECORD = {"k": 5, "c": 1.5, "c_mode": "search", "ece_curve": [[0.5, 0.12],
 
 def make_run(root):
     rng = np.random.default_rng(7)
-    manifest = {"suite": "unit", "suite_hash": "feedbeef", "temperature_scaling": True, "tasks": TASKS,
-                "metrics": {"bins": 10, "equal_mass": False, "n_boot": 50}, "methods": {m: {} for m in METHODS}}
+    manifest = manifest_dict(TASKS, METHODS, suite_hash="feedbeef", n_boot=50)
     return write_run(root, manifest, METHODS, TASKS, SEEDS, rng, ood_skill=1 / 3, n=60)
 
 
@@ -41,7 +43,7 @@ def pristine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def view(pristine):
-    return RunView(pristine, load_manifest(pristine), compute_results(pristine))
+    return RunView(RunDir(pristine), RunDir(pristine).load(), compute_results(pristine))
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_rebuild_is_byte_identical(drawn):
 def test_svg_redraws_identically(view, tmp_path):
     for name in GENERIC:
         with matplotlib_style():
-            paths = [save_figure(FIGURES[name](view), tmp_path / f"{name}{i}.svg") for i in range(2)]
+            paths = [save_figure(FIGURES.get(name)(view), tmp_path / f"{name}{i}.svg") for i in range(2)]
         assert paths[0].read_bytes() == paths[1].read_bytes(), name
 
 
@@ -154,8 +156,8 @@ def test_id_to_ood_writes_each_change(view):
             change = 100 * (averages.loc[(method, "ood"), metric] - averages.loc[(method, "id"), metric])
             assert f"{change:+.1f}" in texts
     id_only = view.results[view.results["domain"] == "id"]
-    assert id_to_ood(RunView(view.run_dir, view.manifest, id_only)) is None  # nothing to compare
-    assert acc_vs_ece(RunView(view.run_dir, view.manifest, id_only)) is not None
+    assert id_to_ood(RunView(view.run, view.manifest, id_only)) is None  # nothing to compare
+    assert acc_vs_ece(RunView(view.run, view.manifest, id_only)) is not None
 
 
 def test_first_figures_only_when_the_manifest_has_first_records(drawn, pristine, tmp_path):
@@ -164,7 +166,8 @@ def test_first_figures_only_when_the_manifest_has_first_records(drawn, pristine,
     with_first = tmp_path / "run"
     shutil.copytree(pristine, with_first)
     manifest = json.loads((with_first / "manifest.json").read_text())
-    manifest["methods"]["first"] = {"runs": {"0": {"cost": {"first": FIRST_RECORD}}}}
+    manifest["methods"]["first"] = {"method": "first", "module": "baselines.first",
+                                    "runs": {"0": {"checkpoint": "first-checkpoint", "records": {"first": FIRST_RECORD}}}}
     (with_first / "manifest.json").write_text(json.dumps(manifest))
     write_figures(with_first, compute_results(with_first), formats=("png",))
     drawn_first = sorted(p.name for p in (with_first / "figures").glob("first_*"))
@@ -178,5 +181,5 @@ def test_grid_legend_survives_a_method_that_skipped_the_first_task(pristine, tmp
     shutil.copytree(pristine, run)
     for path in run.glob("predictions/*/finetune__nli_b__s*.parquet"):
         path.unlink()
-    fig = reliability_grid(RunView(run, load_manifest(run), compute_results(run)))
+    fig = reliability_grid(RunView(RunDir(run), RunDir(run).load(), compute_results(run)))
     assert len(fig.legends) == 1 and fig.legends[0].get_texts()

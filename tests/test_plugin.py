@@ -32,7 +32,7 @@ def test_the_readme_plugin_example_runs_through_run_report_and_gate(tmp_path):
     section = readme_section()
     files = example_files(section)
     assert set(files) == {"my_methods.py", "mine.yaml"}
-    assert len(files["my_methods.py"].splitlines()) <= 40  # "about 30 lines"
+    assert len(files["my_methods.py"].splitlines()) <= 45
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     commands = example_commands(section)
@@ -53,3 +53,11 @@ def test_the_readme_plugin_example_runs_through_run_report_and_gate(tmp_path):
     merged = pd.read_csv(tmp_path / "runs" / "smoke-vs-mine" / "results.csv")
     assert {"smoothed", "finetune", "smoothed+ts"} <= set(merged.method)
     assert (tmp_path / "runs" / "mine" / "figures" / "reliability_smoothed_smoke_ood.png").exists()
+    assert (tmp_path / "runs" / "mine" / "figures" / "smoothing_vs_accuracy.png").exists()  # the plugin's own figure
+    assert (tmp_path / "runs" / "smoke-vs-mine" / "figures" / "smoothing_vs_accuracy.png").exists()
+    # without the plugin on the path, the report says so on one line and draws everything else
+    (tmp_path / "runs" / "mine" / "figures" / "smoothing_vs_accuracy.png").unlink()
+    result = subprocess.run(["trustbench", "figures", "runs/mine"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "warning: figures of module my_methods are not drawn" in result.stderr
+    assert not (tmp_path / "runs" / "mine" / "figures" / "smoothing_vs_accuracy.png").exists()

@@ -16,7 +16,7 @@ from test_reports import SEEDS, TASKS, make_run
 from harness.errors import UserError
 from reports import build_report
 from reports.leaderboard import SHOWN, format_cell, leaderboard_frame, render_latex, tex_escape
-from reports.results import check_predictions
+from harness.store import RunDir
 
 FORMATS = ("results.csv", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "report.html")
 TABLES = FORMATS[:-1]  # report.html also lists the runs it came from
@@ -220,9 +220,9 @@ def test_merge_needs_its_own_out(full, tmp_path):
 @pytest.mark.parametrize("split, name", [("test", "kd__senti_b__s1.parquet"), ("val", "teacher__nli_a__s0.parquet")])
 def test_predictions_the_manifest_lists_but_are_gone(pristine, tmp_path, split, name):
     run = _copy_run(pristine, tmp_path / "run")
-    runs = {str(s): {"tasks": sorted(TASKS)} for s in SEEDS}
-    _edit_manifest(run, methods={"teacher": {"runs": runs}, "kd": {"runs": runs}})
-    check_predictions(run, json.loads((run / "manifest.json").read_text()))  # complete: fine
+    runs = {str(s): {"checkpoint": "somewhere", "tasks": sorted(TASKS)} for s in SEEDS}
+    _edit_manifest(run, methods={"teacher": {"method": "teacher", "runs": runs}, "kd": {"method": "kd", "runs": runs}})
+    RunDir(run).check_cells(RunDir(run).load())  # complete: fine
     (run / "predictions" / split / name).unlink()
     missing = re.escape(f"predictions {run / 'predictions' / split / name} are missing")
     with pytest.raises(UserError, match=missing + ".*trustbench run unit"):

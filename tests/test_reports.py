@@ -14,26 +14,20 @@ from harness.errors import UserError
 from reports import build_report
 from reports.leaderboard import leaderboard_markdown
 from reports.results import COLUMNS, compute_results
-from synthetic_runs import write_run
+from synthetic_runs import manifest_dict, write_run
 
 METHODS = {"teacher": (2.0, 1.0), "kd": (1.0, 3.0)}  # name: (skill, sharpness); kd is over-confident
-TASKS = {"nli_a": {"domain": "id", "family": "nli"}, "senti_b": {"domain": "ood", "family": "sentiment"}}
+TASKS = {"nli_a": {"domain": "id", "family": "nli", "test_hash": "h-nli_a"},
+         "senti_b": {"domain": "ood", "family": "sentiment", "test_hash": "h-senti_b"}}
 SEEDS = (0, 1)
 N = 80
 
 
 def make_run(root, n_boot: int = 100):
     rng = np.random.default_rng(12345)
-    manifest = {
-        "suite": "unit", "suite_hash": "ab12cd34ef56",
-        "scoring": {"mode": "letter", "confidence": "option-renormalised probability of the chosen option"},
-        "metrics": {"bins": 10, "equal_mass": False, "n_boot": n_boot},
-        "temperature_scaling": True,
-        "tasks": TASKS,
-        "methods": {m: {} for m in METHODS},
-        "versions": {"numpy": np.__version__, "pandas": pd.__version__},
-        "something_else": [1, 2, 3],
-    }
+    manifest = manifest_dict(TASKS, METHODS, n_boot=n_boot,
+                             versions={"numpy": np.__version__, "pandas": pd.__version__})
+    manifest["scoring"]["confidence"] = "option-renormalised probability of the chosen option"
     return write_run(root, manifest, METHODS, TASKS, SEEDS, rng, ood_skill=1 / 2, n=N, choices=None)
 
 

@@ -54,7 +54,7 @@ def test_letters_must_be_single_tokens():
 def test_empty_split_and_unknown_mode(hf_engine):
     with pytest.raises(UserError, match="empty"):
         score(hf_engine, [], "letter")
-    with pytest.raises(UserError, match="unknown scoring mode"):
+    with pytest.raises(UserError, match="unknown scoring format"):
         score(hf_engine, [EXAMPLE], "vibes")
 
 

@@ -1,0 +1,275 @@
+"""The run directory: one typed, versioned model of what a run wrote, and the only code that builds its paths.
+
+    run_dir/
+      manifest.json                         `Manifest` (schema_version 2): suite, settings, tasks, methods x seeds
+      predictions/<split>/<method>__<task>__s<seed>.parquet   one cell (split: test, or val for ID tasks)
+      rounds/<method>/s<seed>/r<i>/         per-round artifacts of methods that work in rounds
+      figures/, results.csv, leaderboard.*, report.html       written by reports/
+
+Each method x seed entry (`SeedRun`: checkpoint, cost, records, the tasks it was asked to score) is saved in the
+manifest as soon as the student exists, before its cells are scored: a run killed anywhere after that loses
+nothing, and one killed before it refits from the checkpoint cache. `records` is a generic per method x seed
+mapping: methods write it (`ctx.record(key, value)`), reports and figures read it by key without knowing which
+method wrote it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.cache import atomic_path, write_json
+from harness.errors import UserError
+
+SCHEMA = 2
+SPLITS = ("test", "val")
+PREDICTION_COLUMNS = ("example_id", "gold", "pred", "confidence", "probs", "correct")
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # no `+` (the `+ts` rows), no `/`, no `__`
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_CELL = re.compile(r"^(?P<method>.+?)__(?P<task>.+)__s(?P<seed>\d+)$")
+
+Cell = tuple[str, str, str, int]  # (split, method, task, seed)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scoring(_Model):
+    mode: str  # the suite's multiple-choice format (letter | choice)
+    confidence: str  # its definition of confidence
+    formats: dict[str, str] = {}  # every format the run's tasks are scored in -> its definition of confidence
+
+
+class MetricSettings(_Model):
+    bins: int = 10
+    equal_mass: bool = False
+    n_boot: int = 1000
+
+
+class TaskEntry(_Model):
+    domain: Literal["id", "ood"]
+    family: str = ""
+    scoring: str = ""  # the format its cells were scored in
+    sizes: dict[str, int] = {}  # train, val, test (and pool) as split
+    test_hash: str = ""  # of the examples scored (test and val): runs scored on other data do not compare
+    card: dict[str, Any] = {}  # the task card as data
+
+
+class SeedRun(_Model):
+    checkpoint: str
+    cost: dict[str, Any] = {}  # flat: what producing the student cost (scalars become costs.csv columns)
+    records: dict[str, Any] = {}  # method-specific results that reports and figures read by key
+    tasks: list[str] = []  # the tasks this run of the method was asked to score
+    wall_seconds: float | None = None
+
+
+class MethodEntry(_Model):
+    method: str  # a registered name or `module:Class`
+    module: str | None = None  # the module that defines it: imported again to draw its figures
+    params: dict[str, Any] = {}
+    runs: dict[int, SeedRun] = {}
+
+
+class MergedFrom(_Model):
+    run: str
+    suite: str = "?"
+    created: str = "?"
+    git_revision: str | None = None
+    versions: dict[str, str] = {}
+
+
+class Manifest(_Model):
+    schema_version: int = SCHEMA
+    suite: str
+    suite_hash: str
+    config: dict[str, Any] = {}
+    created: str = ""
+    backend: str = ""
+    scoring: Scoring
+    metrics: MetricSettings = MetricSettings()
+    temperature_scaling: bool = False
+    tasks: dict[str, TaskEntry] = {}
+    methods: dict[str, MethodEntry] = {}
+    versions: dict[str, str] = {}
+    git_revision: str | None = None
+    merged_from: list[MergedFrom] = Field(default_factory=list)
+
+    def records(self, key: str) -> dict[str, Any]:
+        """Per method, the record `key` of its first seed that has one (e.g. FIRST's `first`)."""
+        found = {}
+        for name, entry in self.methods.items():
+            for seed in sorted(entry.runs):
+                if key in entry.runs[seed].records:
+                    found[name] = entry.runs[seed].records[key]
+                    break
+        return found
+
+    def cells_of(self, method: str, seed: int, tasks) -> list[Cell]:
+        """The cells a method x seed asked to score `tasks` must have: each task's test split and, when
+        temperature scaling is on, the val split of each ID task that has one (the temperature is fitted there)."""
+        cells = []
+        for task in tasks:
+            cells.append(("test", method, task, seed))
+            entry = self.tasks.get(task)
+            if self.temperature_scaling and entry and entry.domain == "id" and entry.sizes.get("val", 1):
+                cells.append(("val", method, task, seed))
+        return cells
+
+    def expected_cells(self) -> list[Cell]:
+        """Every cell the manifest says was scored."""
+        return [cell for method, entry in sorted(self.methods.items()) for seed, run in sorted(entry.runs.items())
+                for cell in self.cells_of(method, seed, run.tasks)]
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class RunDir:
+    """A run directory on disk: its manifest and its prediction cells."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    def has_manifest(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def load(self) -> Manifest:
+        """The manifest, migrated to the current schema; a one-line UserError when missing or unreadable."""
+        path = self.manifest_path
+        if not path.is_file():
+            raise UserError(f"no run manifest at {path}: point at a run directory, or rerun `trustbench run <suite>`")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {path} ({type(error).__name__}): it is damaged; delete the run directory "
+                            "and rerun `trustbench run <suite>`") from None
+        return parse_manifest(raw, str(path))
+
+    def save(self, manifest: Manifest) -> None:
+        write_json(self.manifest_path, manifest.to_json())
+
+    # ------------------------------------------------------------------------------------------ cells
+
+    def cell_path(self, split: str, method: str, task: str, seed: int) -> Path:
+        check_name("method", method)
+        check_name("task", task)
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        return self.path / "predictions" / split / f"{method}__{task}__s{int(seed)}.parquet"
+
+    def cells(self, split: str) -> dict[tuple[str, str, int], Path]:
+        """{(method, task, seed): path} of every stored cell of `split`."""
+        folder = self.path / "predictions" / split
+        found = {}
+        for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else ():
+            match = _CELL.match(path.stem)
+            if not match or not METHOD_NAME.match(match["method"]) or not TASK_NAME.match(match["task"]):
+                raise UserError(f"unexpected predictions file name {path} (want <method>__<task>__s<seed>.parquet): "
+                                "remove it, or rerun `trustbench run <suite>`")
+            found[(match["method"], match["task"], int(match["seed"]))] = path
+        return found
+
+    def has_cell(self, cell: Cell) -> bool:
+        return self.cell_path(*cell).is_file()
+
+    def write_cell(self, cell: Cell, predictions: pd.DataFrame) -> None:
+        with atomic_path(self.cell_path(*cell)) as tmp:
+            predictions.to_parquet(tmp, index=False)
+
+    def check_cells(self, manifest: Manifest) -> None:
+        """A UserError naming the first cell the manifest lists that is not on disk."""
+        for cell in manifest.expected_cells():
+            if not self.has_cell(cell):
+                split, method, task, seed = cell
+                raise UserError(f"predictions {self.cell_path(*cell)} are missing (manifest.json says {method} "
+                                f"seed {seed} scored {task}): rerun `trustbench run {manifest.suite}` to finish it")
+
+    def round_dir(self, method: str, seed: int, round_index: int) -> Path:
+        check_name("method", method)
+        path = self.path / "rounds" / method / f"s{int(seed)}" / f"r{int(round_index)}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def read_cell(path: str | Path) -> pd.DataFrame:
+    """One predictions parquet, checked for the contract's columns and for at least one row."""
+    path = Path(path)
+    fix = "delete it and rerun `trustbench run <suite>` to score it again"
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for truncated or corrupt files
+        raise UserError(f"cannot read predictions {path} ({type(error).__name__}): {fix}") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"predictions {path} lack columns {missing}: {fix}")
+    if len(frame) == 0:
+        raise UserError(f"predictions {path} are empty: {fix}")
+    return frame
+
+
+def check_name(kind: str, name: str) -> None:
+    """Method and task names become file names: letters, digits, `.`, `_`, `-` (no `+`, `/` or `__`)."""
+    pattern = METHOD_NAME if kind == "method" else TASK_NAME
+    if not isinstance(name, str) or not pattern.match(name) or "__" in name:
+        allowed = "letters, digits, '.', '_' and '-'" if kind == "method" else "letters, digits, '_' and '-'"
+        raise UserError(f"{kind} name {name!r} cannot name a file: use {allowed}, not starting with a symbol and "
+                        "without '__'")
+
+
+def parse_manifest(raw: Any, origin: str = "manifest.json") -> Manifest:
+    if isinstance(raw, dict) and raw.get("schema_version", 1) == 1:
+        raw = _migrate_v1(raw)
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        raise UserError(f"{origin} is not a trustbench manifest ({where}: {first['msg']}): delete the run directory "
+                        "and rerun `trustbench run <suite>`") from None
+
+
+def _migrate_v1(raw: dict) -> dict:
+    """Schema 1 (before 2026-12): task entries were the flat card; FIRST's record rode in `cost["first"]`."""
+    raw = json.loads(json.dumps(raw))  # a deep copy
+    raw["schema_version"] = SCHEMA
+    for name, entry in (raw.get("tasks") or {}).items():
+        if isinstance(entry, dict) and "card" not in entry:
+            card = {k: v for k, v in entry.items() if k not in ("sizes", "test_hash")}
+            raw["tasks"][name] = {"domain": entry.get("domain"), "family": entry.get("family", ""),
+                                  "scoring": (raw.get("scoring") or {}).get("mode", ""),
+                                  "sizes": entry.get("sizes", {}), "test_hash": entry.get("test_hash", ""),
+                                  "card": card}
+    for entry in (raw.get("methods") or {}).values():
+        for run in (entry.get("runs") or {}).values():
+            cost = run.get("cost") or {}
+            records = run.setdefault("records", {})
+            if isinstance(cost.get("first"), dict):
+                records["first"] = cost.pop("first")
+                cost.update(_flat_cache(records["first"].get("teacher_cache") or {}))
+                cost.update({k: records["first"].get(k) for k in ("k", "c")})
+            if isinstance(cost.get("teacher_cache"), dict):
+                cost.update(_flat_cache(cost.pop("teacher_cache")))
+    return raw
+
+
+def _flat_cache(cache: dict) -> dict:
+    """A teacher cache's record as flat cost columns."""
+    names = {"k": "k", "mean_mass": "topk_mass", "cache_bytes": "cache_bytes", "full_bytes": "full_bytes",
+             "full_over_cache": "full_over_cache", "engine": "engine", "tokens_per_s": "extract_tok_per_s"}
+    return {new: cache[old] for old, new in names.items() if old in cache}

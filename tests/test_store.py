@@ -1,0 +1,87 @@
+"""The run directory model: the manifest round trip, the cells a run expects, names that become files."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.errors import UserError
+from harness.registry import Registry
+from harness.store import SCHEMA, Manifest, RunDir, check_name, parse_manifest
+from synthetic_runs import manifest_dict
+
+TASKS = {"a": {"domain": "id", "sizes": {"train": 4, "val": 2, "test": 3}},
+         "b": {"domain": "id", "sizes": {"train": 4, "val": 0, "test": 3}},
+         "c": {"domain": "ood", "sizes": {"test": 3}}}
+
+
+def manifest(**extra) -> Manifest:
+    return parse_manifest(manifest_dict(TASKS, {"kd": {"runs": {"0": {"checkpoint": "x", "tasks": ["a", "b", "c"],
+                                                                       "records": {"r": {"v": 1}}}}}}, **extra))
+
+
+def test_the_manifest_round_trips_through_json_and_keeps_its_schema(tmp_path):
+    run = RunDir(tmp_path)
+    run.save(manifest())
+    loaded = run.load()
+    assert loaded == manifest() and loaded.schema_version == SCHEMA
+    assert json.loads(run.manifest_path.read_text())["methods"]["kd"]["runs"]["0"]["records"] == {"r": {"v": 1}}
+    assert loaded.records("r") == {"kd": {"v": 1}} and loaded.records("missing") == {}
+
+
+@pytest.mark.parametrize("temperature_scaling, expected", [
+    (True, [("test", "kd", "a", 0), ("val", "kd", "a", 0), ("test", "kd", "b", 0), ("test", "kd", "c", 0)]),
+    (False, [("test", "kd", "a", 0), ("test", "kd", "b", 0), ("test", "kd", "c", 0)]),
+])
+def test_the_cells_a_run_expects(temperature_scaling, expected):
+    """Test cells for every task; val cells for ID tasks with a val split when temperatures are fitted."""
+    assert manifest(temperature_scaling=temperature_scaling).expected_cells() == expected
+
+
+def test_missing_cells_are_named_and_present_ones_pass(tmp_path):
+    run = RunDir(tmp_path)
+    loaded = manifest(temperature_scaling=False)
+    frame = pd.DataFrame({"example_id": ["q"], "gold": [0], "pred": [0], "confidence": [1.0], "probs": [[1.0]],
+                          "correct": [True]})
+    for cell in loaded.expected_cells()[:-1]:
+        run.write_cell(cell, frame)
+    with pytest.raises(UserError, match=r"kd__c__s0.parquet are missing \(manifest.json says kd seed 0 scored c\)"):
+        run.check_cells(loaded)
+    run.write_cell(("test", "kd", "c", 0), frame)
+    run.check_cells(loaded)
+    assert sorted(run.cells("test")) == [("kd", "a", 0), ("kd", "b", 0), ("kd", "c", 0)]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("{not json", "cannot read .* it is damaged"),
+    ('{"suite": "x"}', r"is not a trustbench manifest \(suite_hash: Field required\)"),
+    ('[1, 2]', "is not a trustbench manifest"),
+])
+def test_a_damaged_manifest_is_one_line(tmp_path, raw, message):
+    (tmp_path / "manifest.json").write_text(raw)
+    with pytest.raises(UserError, match=message) as error:
+        RunDir(tmp_path).load()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "x__y", "+ts", "kd+ts", "", " a", "a b"])
+def test_names_that_cannot_be_file_names_are_refused(name):
+    with pytest.raises(UserError, match="cannot name a file"):
+        check_name("method", name)
+
+
+@pytest.mark.parametrize("name", ["kd", "first_c0.1", "kd-pure", "elad", "A1"])
+def test_ordinary_names_pass(name):
+    check_name("method", name)
+
+
+def test_a_registry_suggests_and_refuses_a_second_object_under_one_name():
+    registry = Registry("widget", "see the docs")
+    registry.register("round")(len)
+    registry.register("round")(len)  # the same object again (a module imported twice): fine
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("round")(max)
+    with pytest.raises(UserError, match="unknown widget 'rond': did you mean 'round'\\? use one of round"):
+        registry.get("rond")
+    assert "round" in registry and list(registry) == ["round"]
