@@ -14,10 +14,11 @@ from harness.config import MethodSpec
 from harness.errors import UserError
 from harness.registry import METHODS
 
-BUILTIN_MODULES = ("baselines.teacher", "baselines.zeroshot", "baselines.finetune", "baselines.kd",
-                   "baselines.first", "baselines.load")
+BUILTIN_MODULES = ("baselines.prior", "baselines.teacher", "baselines.zeroshot", "baselines.finetune",
+                   "baselines.kd", "baselines.first", "baselines.load")
+REFERENCES = ("prior",)  # reference rows every run scores, whatever its suite names
 
-__all__ = ["BUILTIN_MODULES", "Context", "Method", "StudentArtifact", "available", "build", "load_builtins",
+__all__ = ["BUILTIN_MODULES", "REFERENCES", "Context", "Method", "StudentArtifact", "available", "build", "load_builtins",
            "register_method"]
 
 

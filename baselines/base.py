@@ -227,6 +227,7 @@ class Method:
     params: ClassVar[tuple[str, ...]] = ()  # accepted params besides TrainConfig fields
     distils_logits: ClassVar[bool] = False  # compares teacher and student distributions: same vocabulary needed
     teacher_needs: ClassVar[frozenset[str]] = frozenset()  # engine capabilities it asks of the teacher
+    reference: ClassVar[bool] = False  # a reference row (the prior): no temperature scaling, marked in reports
 
     def __init__(self, spec: MethodSpec):
         allowed = set(self.params) | {f.name for f in dataclasses.fields(TrainConfig)}
@@ -246,6 +247,11 @@ class Method:
 
     def fit(self, ctx: Context) -> StudentArtifact:
         raise NotImplementedError
+
+    def predict(self, task: Task, split: str):
+        """Predictions for `task`'s `split` without a model (a DataFrame), or None: score the checkpoint `fit`
+        returned (every method but a reference row)."""
+        return None
 
 
 __all__ = ["Context", "DISTRIBUTIONS", "DistillData", "GENERATION", "Method", "SCORING", "StudentArtifact",

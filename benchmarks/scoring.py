@@ -1,11 +1,12 @@
-"""Scoring speed: `trustbench eval` against `lm_eval --model hf` on the same model, tasks and examples, in one run.
+"""Scoring speed: `trustbench eval` against `lm_eval --model hf` (or, with `--backend vllm` on a GPU machine,
+`lm_eval --model vllm`) on the same model, tasks and examples, in one run.
 
-    .venv/bin/python benchmarks/scoring.py [--model smollm2-135m] [--tasks <the demo's six>] [--limit 100]
+    .venv/bin/python benchmarks/scoring.py [--backend hf|vllm] [--model smollm2-135m] [--tasks ...] [--limit 100]
 
-Both score lm-eval-style multiple choice (each option a continuation of "<question>\\nAnswer:") in float32 on the
-CPU, every task in one command, as a user scores a suite; both timings are whole commands (start-up and model load
+Both score lm-eval-style multiple choice (each option a continuation of "<question>\\nAnswer:") in float32, every
+task in one command, as a user scores a suite; both timings are whole commands (start-up and model load
 included). Prints both times, the ratio, and whether the per-example predictions are identical on every task;
-writes benchmarks/results/scoring.json.
+writes benchmarks/results/scoring.json (scoring-vllm.json with `--backend vllm`).
 """
 from __future__ import annotations
 
@@ -78,10 +79,16 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tasks", default=DEMO_TASKS, help="registry tasks, comma-separated")
     parser.add_argument("--limit", type=int, default=100, help="test examples per task")
-    parser.add_argument("--lm-eval-batch-sizes", default="1,16",
-                        help="lm-eval --batch_size values to time (1 is its default; trustbench batches 16)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="trustbench's engine and lm-eval's --model (vllm: the GPU build of vLLM)")
+    parser.add_argument("--lm-eval-batch-sizes", default=None,
+                        help="lm-eval --batch_size values to time [default: 1,16 for hf (1 is its default; trustbench "
+                             "batches 16), auto for vllm]")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    args.lm_eval_batch_sizes = args.lm_eval_batch_sizes or ("1,16" if args.backend == "hf" else "auto")
+    suffix = "" if args.backend == "hf" else f"-{args.backend}"
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"scoring{suffix}.json"
 
     model = zoo.resolve(args.model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,28 +98,30 @@ def main() -> None:
         names = [f"bench_{task}" for task in task_names]
         bin_dir = Path(sys.executable).parent
         tb_seconds = timed([str(bin_dir / "trustbench"), "eval", "--model", str(model),
-                            "--tasks", ",".join(map(str, cards)), "--backend", "hf", "--scoring", "choice",
+                            "--tasks", ",".join(map(str, cards)), "--backend", args.backend, "--scoring", "choice",
                             "--out", str(folder / "tb")])
         ours = {name: _trustbench_predictions(folder / "tb", name) for name in names}
         peers = []
-        for batch_size in [int(b) for b in args.lm_eval_batch_sizes.split(",")]:
+        device = ["--device", "cpu"] if args.backend == "hf" else []
+        for batch_size in args.lm_eval_batch_sizes.split(","):
             out = folder / f"lm{batch_size}"
-            seconds = timed([str(bin_dir / "lm_eval"), "--model", "hf", "--model_args",
-                             f"pretrained={model},dtype=float32", "--device", "cpu", "--batch_size", str(batch_size),
+            seconds = timed([str(bin_dir / "lm_eval"), "--model", args.backend, "--model_args",
+                             f"pretrained={model},dtype=float32", *device, "--batch_size", batch_size,
                              "--tasks", ",".join(names), "--include_path", str(folder), "--log_samples",
                              "--output_path", str(out)])
             differing = {}
             for name in names:
                 theirs = lm_eval_predictions(out, name)
                 differing[name.removeprefix("bench_")] = sum(ours[name][i] != theirs.get(i) for i in ours[name])
-            peers.append({"lm_eval_batch_size": batch_size, "lm_eval_hf_seconds": round(seconds, 1),
+            peers.append({"lm_eval_batch_size": int(batch_size) if batch_size.isdigit() else batch_size,
+                          f"lm_eval_{args.backend}_seconds": round(seconds, 1),
                           "speedup": round(seconds / tb_seconds, 2),
                           "identical_predictions": not any(differing.values()), "differing_examples": differing})
 
     result = {
         "model": args.model, "tasks": task_names, "examples_per_task": args.limit,
         "examples": sum(len(p) for p in ours.values()), "mode": "choice (lm-eval multiple_choice)",
-        "trustbench_seconds": round(tb_seconds, 1), "trustbench_batch_size": 16, "lm_eval": peers,
+        "backend": args.backend, "trustbench_seconds": round(tb_seconds, 1), "lm_eval": peers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -21,7 +21,7 @@ import pandas as pd
 
 from harness.errors import UserError
 
-METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc")
+METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap")
 
 _EPS = np.finfo(np.float64).eps
 _NLL_FLOOR = 1e-12
@@ -233,6 +233,24 @@ def mce(confidence, correct, bins: int = 10, equal_mass: bool = False) -> float:
     return float(_ece_mce_rows(conf[None], corr[None], _check_bins(bins), bool(equal_mass))[1][0])
 
 
+def conf_gap(confidence, correct) -> float:
+    """Over-confidence: mean confidence minus accuracy. Range [-1, 1]; > 0 over-confident, < 0 under-confident, 0
+    for a model whose confidence matches its accuracy on average (it can still be mis-calibrated per bin: see
+    `ece`). FIRST's premise, tuning-induced mis-calibration, is a fine-tuned model with conf_gap > 0."""
+    conf, corr = _pair(confidence, correct)
+    return float(conf.mean() - corr.mean())
+
+
+def most_frequent_share(values) -> float:
+    """The share of the most frequent value. Range (0, 1]. Of the gold labels, it is the majority rate: what always
+    guessing the commonest answer scores, the chance level an accuracy must clear to mean anything. Of a model's
+    predictions, near 1 means it answers (almost) one thing whatever the question: a collapsed predictor."""
+    counts = pd.Series(list(values)).value_counts()
+    if counts.empty:
+        raise UserError("no values to count: check that the split has examples")
+    return float(counts.iloc[0] / counts.sum())
+
+
 def brier(probs: Sequence, gold) -> float:
     """Multiclass Brier score: mean over examples of sum_k (p_k - onehot(gold)_k)^2.
 
@@ -335,6 +353,7 @@ def _block_metrics(conf_rows, corr_rows, brier_rows, nll_rows, bins: int, equal_
         "nll": nll_rows.mean(axis=1),
         "auroc": auroc_r,
         "aurc": aurc_r,
+        "conf_gap": conf_rows.mean(axis=1) - corr_rows.mean(axis=1),
     }
 
 

@@ -20,7 +20,7 @@ import baselines
 import tasks as registry
 from harness import zoo
 from harness.cache import stable_hash
-from harness.config import Suite
+from harness.config import MethodSpec, Suite
 from harness.endpoint import Endpoint
 from harness.engines import EnginePool
 from harness.errors import UserError
@@ -61,7 +61,9 @@ def run_suite(suite: Suite, run_dir: Path | RunDir, log: Callable[[str], None] =
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     all_tasks = resolve_tasks(suite)
     id_tasks = [t for t in all_tasks if t.card.domain == "id"]
-    methods = {spec.name: baselines.build(spec) for spec in suite.methods}
+    named = {spec.name for spec in suite.methods}
+    references = [MethodSpec(name, name) for name in baselines.REFERENCES if name not in named]
+    methods = {spec.name: baselines.build(spec) for spec in (*references, *suite.methods)}
     for name in methods:
         check_name("method", name)
     _check_models(suite, methods)
@@ -97,14 +99,17 @@ def run_suite(suite: Suite, run_dir: Path | RunDir, log: Callable[[str], None] =
                     cost={**(usage.as_cost() if usage.calls else {}), **artifact.cost},
                     tasks=sorted(set(previous.tasks if previous else ()) | set(by_name)))
                 run.save(manifest)  # before the cells: a run killed while scoring loses nothing
-                _score_cells(artifact.path, cells, by_name, run, engines, suite.backend, log)
+                _score_cells(method, artifact.path, cells, by_name, run, engines, suite.backend, log)
                 entry.wall_seconds = round(time.perf_counter() - started, 2)
                 run.save(manifest)
     finally:
         engines.close()
-    from reports import build_report
+    from reports import build_report, chance_warnings
 
-    return build_report(run.path)
+    report = build_report(run.path)
+    for line in chance_warnings(run.path):
+        log(f"warning: {line}")
+    return report
 
 
 def _check_models(suite: Suite, methods: dict) -> None:
@@ -121,19 +126,25 @@ def _check_models(suite: Suite, methods: dict) -> None:
                               AutoTokenizer.from_pretrained(zoo.resolve(suite.student)), suite.teacher, suite.student)
 
 
-def _score_cells(checkpoint: Path, cells, tasks: dict[str, Task], run: RunDir, engines: EnginePool, backend: str,
-                 log) -> None:
-    split, method, task, seed = cells[0]
-    log(f"[{method} seed {seed}] scoring {len(cells)} cell(s) with the {backend} engine")
-    engine = engines.get(checkpoint, backend, role="student")
+def _score_cells(method, checkpoint: Path, cells, tasks: dict[str, Task], run: RunDir, engines: EnginePool,
+                 backend: str, log) -> None:
+    """Write every cell: the method's own predictions where it makes them (a reference row), else the checkpoint
+    scored in each task's format."""
+    split, name, task, seed = cells[0]
+    log(f"[{name} seed {seed}] scoring {len(cells)} cell(s)")
+    engine = None
     for cell in cells:
-        split, method, task, seed = cell
+        split, name, task, seed = cell
         started = time.perf_counter()
-        predictions = tasks[task].format.score(engine, getattr(tasks[task].splits, split))
+        predictions = method.predict(tasks[task], split)
+        if predictions is None:
+            engine = engine or engines.get(checkpoint, backend, role="student")
+            predictions = tasks[task].format.score(engine, getattr(tasks[task].splits, split))
         run.write_cell(cell, predictions)
-        log(f"[{method} seed {seed}] {task}/{split}: acc {predictions.correct.mean():.3f} "
+        log(f"[{name} seed {seed}] {task}/{split}: acc {predictions.correct.mean():.3f} "
             f"on {len(predictions)} examples ({time.perf_counter() - started:.1f}s)")
-    engines.release(checkpoint)
+    if engine is not None:
+        engines.release(checkpoint)
 
 
 def _start_manifest(suite: Suite, run: RunDir, tasks: list[Task], methods: dict) -> Manifest:
@@ -159,7 +170,7 @@ def _start_manifest(suite: Suite, run: RunDir, tasks: list[Task], methods: dict)
     for name, method in methods.items():
         spec = method.spec
         entry = manifest.methods.setdefault(name, MethodEntry(method=spec.method, module=type(method).__module__,
-                                                              params=_json(spec.params)))
+                                                              params=_json(spec.params), reference=method.reference))
         if (entry.method, entry.params) != (spec.method, _json(spec.params)):
             raise UserError(f"{run.path} already has a method {name!r} with other parameters; rename the "
                             "variant (`name:` in the suite) or use a new --out folder")

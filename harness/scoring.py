@@ -178,17 +178,24 @@ def _answer_context(reasoning) -> str:
 
 
 def open_answer_frame(examples: Sequence[Example], answers) -> pd.DataFrame:
-    """Rows of open answers: the parsed number against gold; confidence = the probability of the answer tokens
-    (the tokens before the newline or end of text that ended it)."""
-    rows = []
-    for example, generation in zip(examples, answers):
+    """Rows of generated open answers: confidence = the probability of the answer tokens (the tokens before the
+    newline or end of text that ended it)."""
+    confidences = []
+    for generation in answers:
         logprobs = generation.logprobs or ()
         kept = len(logprobs) - (1 if generation.finish_reason == "stop" and logprobs else 0)  # not the ending
-        confidence = math.exp(sum(logprobs[:max(kept, 0)])) if logprobs else 0.0
-        answer = parse_number(generation.text)
-        correct = answer is not None and answer == parse_number(str(example.gold))
+        confidences.append(math.exp(sum(logprobs[:max(kept, 0)])) if logprobs else 0.0)
+    return open_answer_rows(examples, [g.text.strip() for g in answers], confidences)
+
+
+def open_answer_rows(examples: Sequence[Example], answers: Sequence[str], confidences: Sequence[float]) -> pd.DataFrame:
+    """Each answer against gold (exact match of the parsed numbers), as a forecast of its own correctness."""
+    rows = []
+    for example, answer, confidence in zip(examples, answers, confidences):
+        value = parse_number(answer)
+        correct = value is not None and value == parse_number(str(example.gold))
         rows.append(dict(example_id=example.id, gold=0 if correct else 1, pred=0, confidence=confidence,
-                         probs=[confidence, 1.0 - confidence], correct=correct, answer=generation.text.strip(),
+                         probs=[confidence, 1.0 - confidence], correct=correct, answer=answer,
                          **{OPEN_ANSWER: str(example.gold)}))
     return pd.DataFrame(rows)
 

@@ -72,6 +72,7 @@ class MethodEntry(_Model):
     method: str  # a registered name or `module:Class`
     module: str | None = None  # the module that defines it: imported again to draw its figures
     params: dict[str, Any] = {}
+    reference: bool = False  # a reference row (the prior): scored on test splits only, marked in reports
     runs: dict[int, SeedRun] = {}
 
 
@@ -111,12 +112,15 @@ class Manifest(_Model):
 
     def cells_of(self, method: str, seed: int, tasks) -> list[Cell]:
         """The cells a method x seed asked to score `tasks` must have: each task's test split and, when
-        temperature scaling is on, the val split of each ID task that has one (the temperature is fitted there)."""
+        temperature scaling is on, the val split of each ID task that has one (the temperature is fitted there),
+        except for reference rows."""
         cells = []
+        reference = method in self.methods and self.methods[method].reference
         for task in tasks:
             cells.append(("test", method, task, seed))
             entry = self.tasks.get(task)
-            if self.temperature_scaling and entry and entry.domain == "id" and entry.sizes.get("val", 1):
+            if self.temperature_scaling and not reference and entry and entry.domain == "id" \
+                    and entry.sizes.get("val", 1):
                 cells.append(("val", method, task, seed))
         return cells
 

@@ -62,6 +62,25 @@ def _figures(run_dirs: list[Path], out: Path, manifest: Manifest, results) -> li
     return figures
 
 
+def _frames(run_dirs: list[Path], results):
+    """`frame_of(method, task, seed)`: a results row's test predictions (with its temperature for an `X+ts` row),
+    from whichever run holds the cell (a cell two merged runs hold is the same in both: the merge checked)."""
+    from harness.calibration import TS_SUFFIX, apply_temperature
+    from harness.store import read_cell
+
+    cells = {}
+    for run in map(RunDir, run_dirs):
+        for key, path in run.cells("test").items():
+            cells.setdefault(key, path)
+    temperatures = results.set_index(["method", "task", "seed"])["temperature"].to_dict()
+
+    def frame_of(method: str, task: str, seed: int):
+        frame = read_cell(cells[method.removesuffix(TS_SUFFIX), task, seed])
+        return apply_temperature(frame, temperatures[method, task, seed]) if method.endswith(TS_SUFFIX) else frame
+
+    return frame_of
+
+
 def build_report(run_dirs, out: str | Path | None = None) -> Path:
     """Write results.csv, leaderboard.{md,csv,tex}, costs.csv, comparison.csv, figures/*.png, report.html.
 
@@ -71,28 +90,56 @@ def build_report(run_dirs, out: str | Path | None = None) -> Path:
     from reports.compare import compare_to
     from reports.costs import cost_table
     from reports.html import render_html
+    from reports.intervals import bootstrap
     from reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
     from reports.merge import load_runs
 
     run_dirs = _run_list(run_dirs)
     out = _out_dir(run_dirs, out)
     manifest, results = load_runs(run_dirs)
-    frame = leaderboard_frame(results, manifest.tasks)
-    scoring, metrics = manifest.scoring.model_dump(), manifest.metrics.model_dump()
-    md = render_markdown(frame, results, scoring, metrics)
+    metrics = manifest.metrics
+    draws = bootstrap(results, _frames(run_dirs, results), metrics.n_boot, metrics.bins, metrics.equal_mass)
+    references = {name for name, entry in manifest.methods.items() if entry.reference}
+    frame = leaderboard_frame(results, manifest.tasks, draws, references)
+    comparison = compare_to(results, draws, references=references)
+    scoring, settings = manifest.scoring.model_dump(), metrics.model_dump()
     files = {
         "results.csv": results_csv(results),
-        "leaderboard.md": md,
+        "leaderboard.md": render_markdown(frame, results, scoring, settings),
         "leaderboard.csv": render_csv(frame),
-        "leaderboard.tex": render_latex(frame, results, scoring, metrics),
+        "leaderboard.tex": render_latex(frame, results, scoring, settings),
         "costs.csv": cost_table(manifest).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
-        "comparison.csv": compare_to(results).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
+        "comparison.csv": comparison.to_csv(index=False, lineterminator="\n", float_format="%.10g"),
     }
     figures = _figures(run_dirs, out, manifest, results)
-    files["report.html"] = render_html(manifest, results, frame, figures)
+    files["report.html"] = render_html(manifest, results, frame, comparison, figures)
     for name, text in files.items():
         write_text(out / name, text)
     return out / "report.html"
+
+
+def chance_warnings(run_dir) -> list[str]:
+    """One line per results row of a (non-reference, not temperature-scaled) method whose accuracy does not clear
+    the task's majority rate, or whose predictions are mostly one answer: numbers that carry no signal."""
+    import pandas as pd
+
+    from harness.calibration import TS_SUFFIX
+
+    manifest = RunDir(run_dir).load()
+    references = {name for name, entry in manifest.methods.items() if entry.reference}
+    results = pd.read_csv(Path(run_dir) / "results.csv")
+    flagged = results[~results["method"].str.endswith(TS_SUFFIX) & ~results["method"].isin(references)
+                      & (results["at_chance"] | results["collapsed"])]
+    lines = []
+    for row in flagged.itertuples(index=False):
+        reasons = []
+        if row.at_chance:
+            reasons.append(f"accuracy {100 * row.acc:.1f}% (95% lower bound {100 * row.acc_lo:.1f}%) does not clear "
+                           f"the majority rate {100 * row.majority:.1f}%")
+        if row.collapsed:
+            reasons.append(f"{100 * row.top_share:.0f}% of its predictions are one answer")
+        lines.append(f"{row.method} on {row.task} (seed {row.seed}): {'; '.join(reasons)}")
+    return lines
 
 
 def results_csv(results) -> str:
@@ -100,4 +147,4 @@ def results_csv(results) -> str:
     return results.to_csv(index=False, lineterminator="\n", float_format="%.10g")
 
 
-__all__ = ["build_report", "results_csv"]
+__all__ = ["build_report", "chance_warnings", "results_csv"]

@@ -16,7 +16,8 @@ import pandas as pd
 from harness.metrics import METRICS
 from harness.store import Manifest, TaskEntry
 from reports.figures import figure_name
-from reports.leaderboard import FOOTNOTE, RANKING, format_cell, header_line, suite_name, task_columns, titles
+from reports.leaderboard import (FOOTNOTE, RANKING, REFERENCE, format_cell, header_line, marks, suite_name,
+                                 task_columns, titles)
 
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 CSS = """
@@ -109,17 +110,19 @@ def leaderboard_html(frame: pd.DataFrame, metric: str) -> str:
     averages = [c for c in columns if c.endswith(" avg")]
     rows = []
     for (rank, method), cells in part.groupby(["rank", "method"], sort=True):
-        tds = [_num(rank, str(rank)), f"<td>{_esc(method)}</td>"]
+        label = method + REFERENCE if cells["reference"].iloc[0] else method
+        tds = [_num(rank, str(rank)), f"<td>{_esc(label)}</td>"]
         for cell in cells.itertuples(index=False):
             extra = (" best" if cell.best else "") + (" avg" if cell.task in averages else "")
-            tds.append(_num(cell.mean, format_cell(cell._asdict()), extra))
+            tds.append(_num(cell.mean, format_cell(cell._asdict()) + marks(cell._asdict()), extra))
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return _table(f"leaderboard-{metric}", ["rank", "method"] + columns, rows, averages)
 
 
 def results_table_html(results: pd.DataFrame, table_id: str = "results") -> str:
     """Results rows: metric values with their 95% bootstrap CI."""
-    head = ["method", "task", "domain", "seed", "n"] + list(METRICS) + ["temperature"]
+    head = ["method", "task", "domain", "seed", "n"] + list(METRICS) + ["temperature", "majority", "top share",
+                                                                       "marks"]
     rows = []
     for _, r in results.iterrows():
         cells = [f"<td>{_esc(r[c])}</td>" for c in ("method", "task", "domain")]
@@ -132,31 +135,31 @@ def results_table_html(results: pd.DataFrame, table_id: str = "results") -> str:
             cells.append(_num(value, text))
         t = float(r["temperature"])
         cells.append(_num(t, f"{t:.3f}" if math.isfinite(t) else "–"))
+        cells += [_num(r["majority"], f"{r['majority']:.3f}"), _num(r["top_share"], f"{r['top_share']:.3f}"),
+                  f"<td>{_esc(marks(r.to_dict()))}</td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return _table(table_id, head, rows)
 
 
-def comparison_html(results: pd.DataFrame) -> str:
+def comparison_html(table: pd.DataFrame) -> str:
     """Every method against finetune (`reports.compare`), or "" when there is no finetune row to compare with."""
-    from reports.compare import compare_to
-
-    table = compare_to(results)
     if table.empty:
         return ""
     rows = []
     for r in table.itertuples(index=False):
         ci = f" [{100 * r.diff_lo:+.1f}, {100 * r.diff_hi:+.1f}]" if math.isfinite(r.diff_lo) else ""
         cells = [f"<td>{_esc(v)}</td>" for v in (r.method, r.domain, r.metric)] + [
-            _num(r.seeds, str(r.seeds)), _num(r.method_mean, f"{100 * r.method_mean:.1f}"),
-            _num(r.reference_mean, f"{100 * r.reference_mean:.1f}"),
+            _num(r.tasks, str(r.tasks)), _num(r.seeds, str(r.seeds)),
+            _num(r.method_mean, f"{100 * r.method_mean:.1f}"), _num(r.reference_mean, f"{100 * r.reference_mean:.1f}"),
             _num(r.diff, f"{100 * r.diff:+.1f}{ci}"), _num(r.relative_pct, f"{r.relative_pct:+.1f}%")]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = ["method", "domain", "metric", "seeds", "method (%)", "finetune (%)", "difference (points, 95% CI)",
-            "relative"]
+    head = ["method", "domain", "metric", "tasks", "seeds", "method (%)", "finetune (%)",
+            "difference (points, 95% CI)", "relative"]
     return "\n".join(["<h2>Against finetune</h2>",
-                      "<p>Each method minus finetune, averaged over the tasks of the domain, paired by seed; the CI is "
-                      "a t-interval across seeds (none with one seed). Relative: the difference as a percentage of "
-                      "finetune's value. Also in <code>comparison.csv</code>.</p>",
+                      "<p>Each method minus finetune, averaged over the tasks of the domain both scored. The CI is a "
+                      "paired bootstrap over test examples and seeds (the same resamples for both methods). "
+                      "Relative: the difference as a percentage of finetune's value. Also in "
+                      "<code>comparison.csv</code>.</p>",
                       _table("comparison", head, rows)])
 
 
@@ -256,7 +259,8 @@ def _versions_html(manifest: Manifest) -> str:
     return "\n".join(out)
 
 
-def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, figures) -> str:
+def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, comparison: pd.DataFrame,
+                figures) -> str:
     """The whole report as one HTML string, from the (merged) manifest, results, leaderboard frame and figures."""
     title = f"trustbench report: {suite_name(results)}"
     methods = list(dict.fromkeys(frame["method"]))  # rank order
@@ -276,7 +280,7 @@ def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, 
         "Click a column header to sort.</p>",
         *leaderboard,
         f"<p>{_prose(FOOTNOTE)}</p>",
-        comparison_html(results),
+        comparison_html(comparison),
         costs_html(manifest),
         "<h2>Per task</h2>",
         "<p>Each task's rows (one per method x seed; fractions with 95% bootstrap CIs over test examples) and its "

@@ -1,7 +1,15 @@
-"""The leaderboard: accuracy, ECE and Brier score per method x task, with ID and OOD averages and 95% CIs.
+"""The leaderboard: accuracy, ECE, Brier score and over-confidence per method x task, with ID and OOD averages.
 
 `leaderboard_frame` is the one place the numbers are computed: a tidy table (one row per method x column x
 metric). Markdown, CSV and LaTeX (here) and HTML (`reports.html`) are small pure renderers of that frame.
+
+Intervals come from `reports.intervals`: a bootstrap over test examples and seeds whose resamples every method
+shares, so a difference between two rows is paired, and ID and OOD averages are resampled as averages.
+
+Cells that carry no signal are marked: `MARKS["at_chance"]` where the accuracy's 95% lower bound does not clear
+the task's majority rate, `MARKS["collapsed"]` where 90% or more of the predictions are one answer, and
+`MARKS["oracle"]` on a reference row whose prior comes from the scored split itself. Reference rows (the prior)
+are ranked with the others, labelled as references, and never marked best.
 
 Ranking rule (`RANKING`): rows are ordered by the Brier score averaged over the ID average and the OOD average
 (lower first), ties broken by the same average of accuracy (higher first). The Brier score is a proper scoring
@@ -12,18 +20,21 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from harness.calibration import TS_SUFFIX
+from reports.intervals import Draws, interval
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),
-          "brier": (0.0, 2.0)}
-SHOWN = ("acc", "ece", "brier")  # the leaderboard's metrics, in table order
-HIGHER_IS_BETTER = {"acc": True, "ece": False, "brier": False}
+          "brier": (0.0, 2.0), "conf_gap": (-1.0, 1.0)}
+SHOWN = ("acc", "ece", "brier", "conf_gap")  # the leaderboard's metrics, in table order
+BEST = {"acc": max, "ece": min, "brier": min, "conf_gap": lambda values: min(values, key=abs)}
 AVERAGES = {"id": "ID avg", "ood": "OOD avg"}
-FRAME_COLUMNS = ["rank", "method", "task", "domain", "metric", "mean", "lo", "hi", "n_seeds", "best"]
+MARKS = {"at_chance": "†", "collapsed": "‡", "oracle": "°"}
+REFERENCE = " (reference)"  # after a reference row's name
+FRAME_COLUMNS = ["rank", "method", "task", "domain", "metric", "mean", "lo", "hi", "n_seeds", "best", "reference",
+                 "at_chance", "collapsed", "oracle"]
 RANKING = ("Rows are ranked by the Brier score averaged over `ID avg` and `OOD avg` (lower first; a proper "
            "scoring rule, so accuracy and calibration both count), ties broken by the same average of accuracy.")
 
@@ -46,60 +57,24 @@ def task_columns(results: pd.DataFrame, tasks: dict) -> tuple[list[str], list[st
     return [t for t in ordered if domain[t] == "id"], [t for t in ordered if domain[t] == "ood"]
 
 
-def t_interval(values, alpha: float = 0.05) -> tuple[float, float, float]:
-    """(mean, lo, hi): Student-t interval for the mean of `values` (needs at least two)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    half = float(stats.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
-
-
-def _cell_stats(rows: pd.DataFrame, metric: str) -> dict | None:
-    """Mean over seeds and its 95% CI for one method x task: t over seeds, or the bootstrap CI for one seed."""
-    rows = rows.dropna(subset=[metric]) if metric in rows else rows.iloc[:0]
-    if rows.empty:
-        return None
-    per_seed = rows.groupby("seed")[metric].mean()
-    if len(per_seed) >= 2:
-        mean, lo, hi = t_interval(per_seed.to_numpy())
-    else:
-        row = rows.iloc[0]
-        mean, lo, hi = float(row[metric]), float(row[f"{metric}_lo"]), float(row[f"{metric}_hi"])
-    return {"mean": mean, "lo": lo, "hi": hi, "per_seed": per_seed, "n_seeds": len(per_seed)}
+def _flags(rows: pd.DataFrame, acc_lo: float) -> dict:
+    """A method x task's marks, over its seeds: at chance by the cell's accuracy interval against the majority rate,
+    collapsed by the mean share of the most frequent prediction, oracle when any seed's row is one."""
+    if rows.empty or "majority" not in rows:
+        return {"at_chance": False, "collapsed": False, "oracle": False}
+    return {"at_chance": bool(acc_lo <= rows["majority"].max()) if math.isfinite(acc_lo) else False,
+            "collapsed": bool(rows["top_share"].mean() >= 0.9),
+            "oracle": bool(rows["oracle"].any())}
 
 
-def _average_stats(cells: list[dict | None]) -> dict | None:
-    """Unweighted mean over tasks of the per-task means, with a 95% CI.
-
-    When every task has the same >= 2 seeds: t-interval over the per-seed averages across tasks. Otherwise: a
-    normal approximation that combines the per-task CI half-widths as independent errors.
-    """
-    if not cells or any(c is None for c in cells):
-        return None
-    mean = float(np.mean([c["mean"] for c in cells]))
-    n_seeds = min(c["n_seeds"] for c in cells)
-    seeds = [tuple(sorted(c["per_seed"].index)) for c in cells]
-    if len(set(seeds)) == 1 and len(seeds[0]) >= 2:
-        per_seed_avg = np.mean([c["per_seed"].loc[list(seeds[0])].to_numpy() for c in cells], axis=0)
-        _, lo, hi = t_interval(per_seed_avg)
-        return {"mean": mean, "lo": lo, "hi": hi, "n_seeds": n_seeds}
-    halves = [(c["hi"] - c["lo"]) / 2 for c in cells]
-    if any(not math.isfinite(h) for h in halves):
-        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n_seeds": n_seeds}
-    half = math.sqrt(sum(h * h for h in halves)) / len(cells)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n_seeds": n_seeds}
-
-
-def _numbers(stats: dict | None, metric: str) -> dict:
-    """mean, lo, hi (the CI clipped to the metric's range) and n_seeds of one cell; NaN when not evaluated."""
-    if stats is None:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n_seeds": 0}
-    lo, hi = stats["lo"], stats["hi"]
-    if metric in BOUNDS and math.isfinite(lo) and math.isfinite(hi):
+def _numbers(point: float, values, metric: str) -> dict:
+    """mean, lo, hi (the interval clipped to the metric's range); NaN when not evaluated."""
+    if values is None or not math.isfinite(point):
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan}
+    lo, hi = interval(point, values)
+    if metric in BOUNDS and math.isfinite(lo):
         lo, hi = max(lo, BOUNDS[metric][0]), min(hi, BOUNDS[metric][1])
-    return {"mean": stats["mean"], "lo": lo, "hi": hi, "n_seeds": stats["n_seeds"]}
+    return {"mean": point, "lo": lo, "hi": hi}
 
 
 def _ranked_methods(frame: pd.DataFrame) -> list[str]:
@@ -128,14 +103,16 @@ def _shown(value: float) -> float:
 
 
 def _best(frame: pd.DataFrame) -> pd.Series:
-    """True where a cell is the best of its (metric, column) as printed (max accuracy, min ECE and Brier)."""
-    shown = frame["mean"].map(lambda v: _shown(v) if math.isfinite(v) else math.nan)
-    groups = shown.groupby([frame["metric"], frame["task"]])
-    target = groups.transform("max").where(frame["metric"].map(HIGHER_IS_BETTER), groups.transform("min"))
-    return shown.eq(target) & shown.notna()
+    """True where a cell is the best of its (metric, column) as printed, reference rows left out."""
+    best = pd.Series(False, index=frame.index)
+    candidates = frame[~frame["reference"] & frame["mean"].notna()]
+    for (metric, _), group in candidates.groupby(["metric", "task"], sort=False):
+        shown = group["mean"].map(_shown)
+        best[shown.index[shown == BEST[metric](list(shown))]] = True
+    return best
 
 
-def leaderboard_frame(results: pd.DataFrame, tasks: dict) -> pd.DataFrame:
+def leaderboard_frame(results: pd.DataFrame, tasks: dict, draws: Draws, references=()) -> pd.DataFrame:
     """The leaderboard as a tidy table: `FRAME_COLUMNS`, one row per metric x method x column.
 
     Columns (`task`) are the ID tasks, `ID avg`, the OOD tasks, `OOD avg`; values are fractions; rows are in
@@ -144,22 +121,42 @@ def leaderboard_frame(results: pd.DataFrame, tasks: dict) -> pd.DataFrame:
     id_tasks, ood_tasks = task_columns(results, tasks)
     rows = []
     for method in method_order(results["method"]):
-        mrows = results[results["method"] == method]
-        for metric in SHOWN:
-            for domain, tasks in (("id", id_tasks), ("ood", ood_tasks)):
-                cells = [_cell_stats(mrows[mrows["task"] == t], metric) for t in tasks]
-                named = list(zip(tasks, cells)) + ([(AVERAGES[domain], _average_stats(cells))] if tasks else [])
-                for column, cell in named:
-                    rows.append({"method": method, "task": column, "domain": domain, "metric": metric,
-                                 **_numbers(cell, metric)})
+        mine = results[results["method"] == method]
+        reference = method.removesuffix(TS_SUFFIX) in set(references)
+        for domain, names in (("id", id_tasks), ("ood", ood_tasks)):
+            flags = {}
+            for task in names:
+                cell = draws.values.get((method, task))
+                acc = _numbers(draws.point[method, task]["acc"], cell["acc"], "acc") if cell else {"lo": math.nan}
+                flags[task] = _flags(mine[mine["task"] == task], acc["lo"])
+            for metric in SHOWN:
+                for task in names:
+                    cell = draws.values.get((method, task))
+                    numbers = _numbers(draws.point[method, task][metric], cell[metric], metric) if cell else \
+                        _numbers(math.nan, None, metric)
+                    rows.append({"method": method, "task": task, "domain": domain, "metric": metric, **numbers,
+                                 "n_seeds": int(mine.loc[mine["task"] == task, "seed"].nunique()),
+                                 "reference": reference, **flags[task]})
+                if names:
+                    average = draws.average(method, names, metric)
+                    numbers = _numbers(*average, metric) if average else _numbers(math.nan, None, metric)
+                    rows.append({"method": method, "task": AVERAGES[domain], "domain": domain, "metric": metric,
+                                 **numbers, "n_seeds": int(mine.loc[mine["task"].isin(names), "seed"].nunique()),
+                                 "reference": reference, "at_chance": False, "collapsed": False, "oracle": False})
     frame = pd.DataFrame(rows, columns=[c for c in FRAME_COLUMNS if c not in ("rank", "best")])
     rank = {m: i + 1 for i, m in enumerate(_ranked_methods(frame))}
     frame.insert(0, "rank", frame["method"].map(rank).astype(int))
-    frame["best"] = _best(frame)
+    frame.insert(FRAME_COLUMNS.index("best"), "best", _best(frame))
     frame["n_seeds"] = frame["n_seeds"].astype(int)
     order = frame["metric"].map({m: i for i, m in enumerate(SHOWN)})
     return frame.assign(_order=order).sort_values(["_order", "rank"], kind="mergesort").drop(columns="_order") \
         .reset_index(drop=True)
+
+
+def marks(row: dict) -> str:
+    """The marks of a cell: at chance and collapsed (not for reference rows: they are the chance), oracle."""
+    kinds = ["oracle"] if row.get("reference") else ["at_chance", "collapsed", "oracle"]
+    return "".join(MARKS[k] for k in kinds if row.get(k))
 
 
 def format_cell(stats, bounds: tuple[float, float] | None = None) -> str:
@@ -175,20 +172,18 @@ def format_cell(stats, bounds: tuple[float, float] | None = None) -> str:
     return text
 
 
-def wide(frame: pd.DataFrame, metric: str, cell=format_cell) -> pd.DataFrame:
-    """One metric of the frame as methods (rank order) x columns, each cell rendered by `cell(row)`."""
+def wide(frame: pd.DataFrame, metric: str, cell=None) -> pd.DataFrame:
+    """One metric of the frame as methods (rank order) x columns, each cell rendered by `cell(row)` (by default
+    `format_cell` and the cell's marks); reference rows are labelled as such."""
+    cell = cell or (lambda row: format_cell(row) + marks(row))
     part = frame[frame["metric"] == metric]
     columns = list(dict.fromkeys(part["task"]))
-    table = pd.DataFrame(index=list(dict.fromkeys(part["method"])), columns=columns, dtype=object)
+    labels = {m: m + REFERENCE if ref else m for m, ref in zip(part["method"], part["reference"])}
+    table = pd.DataFrame(index=[labels[m] for m in dict.fromkeys(part["method"])], columns=columns, dtype=object)
     for row in part.itertuples(index=False):
-        table.loc[row.method, row.task] = cell(row._asdict())
+        table.loc[labels[row.method], row.task] = cell(row._asdict())
     table.index.name = "method"
     return table
-
-
-def leaderboard_table(results: pd.DataFrame, tasks: dict, metric: str) -> pd.DataFrame:
-    """Formatted cells: index = methods (rank order), columns = ID tasks, ID avg, OOD tasks, OOD avg."""
-    return wide(leaderboard_frame(results, tasks), metric)
 
 
 def titles(metrics: dict | None = None) -> dict[str, str]:
@@ -197,7 +192,8 @@ def titles(metrics: dict | None = None) -> dict[str, str]:
     binning = "equal-mass" if metrics.get("equal_mass") else "equal-width"
     return {"acc": "Accuracy (%)",
             "ece": f"ECE (%, {int(metrics.get('bins', 10))} {binning} bins; lower is better)",
-            "brier": "Brier score (x100; lower is better; ranks the rows)"}
+            "brier": "Brier score (x100; lower is better; ranks the rows)",
+            "conf_gap": "Mean confidence minus accuracy (points; above 0: over-confident)"}
 
 
 def header_line(results: pd.DataFrame, scoring: dict | None) -> str:
@@ -215,12 +211,14 @@ def suite_name(results: pd.DataFrame) -> str:
 
 
 FOOTNOTE = (
-    "Each cell is the mean over seeds with its 95% CI in brackets: with several seeds, a Student-t interval "
-    "over the per-seed values (clipped to the metric's range; with few seeds it is wide); with one seed, the 95% "
-    "bootstrap interval over test examples. `ID avg` and `OOD avg` are unweighted means over tasks of the per-task "
-    "means; their CI is a t-interval over the per-seed averages when every task has the same seeds, otherwise the "
-    "per-task CI half-widths combined as independent errors. `+ts`: after temperature scaling fitted on the ID "
-    f"validation split. `{MISSING}`: not evaluated."
+    "Each cell is the mean over seeds with its 95% CI in brackets: a bootstrap over test examples and seeds (the "
+    "same resamples for every method, so differences are paired; with one seed, over examples alone), clipped to "
+    "the metric's range. `ID avg` and `OOD avg` are unweighted means over tasks, resampled as means. "
+    f"`{MARKS['at_chance']}`: the accuracy's 95% lower bound does not clear the task's majority rate; "
+    f"`{MARKS['collapsed']}`: 90% or more of the predictions are one answer; such a cell carries no signal. "
+    f"`{REFERENCE.strip()}`: the prior, always the most frequent answer with the class frequencies as "
+    f"probabilities; `{MARKS['oracle']}`: its frequencies come from the scored split itself (an oracle). "
+    f"`+ts`: after temperature scaling fitted on the ID validation split. `{MISSING}`: not evaluated."
 )
 
 
@@ -245,23 +243,14 @@ def render_markdown(frame: pd.DataFrame, results: pd.DataFrame, scoring: dict | 
     return "\n".join(lines)
 
 
-def leaderboard_markdown(
-    results: pd.DataFrame,
-    tasks: dict,
-    scoring: dict | None = None,
-    metrics: dict | None = None,
-) -> str:
-    """Markdown of `results` (see `render_markdown`); `scoring` and `metrics` are the manifest's blocks."""
-    return render_markdown(leaderboard_frame(results, tasks), results, scoring, metrics)
-
-
 def render_csv(frame: pd.DataFrame) -> str:
     """The frame as tidy CSV (fractions at full precision, empty where not evaluated), identical across rebuilds."""
     return frame.to_csv(index=False, lineterminator="\n", float_format="%.10g")
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "†": r"$^\dagger$", "‡": r"$^\ddagger$", "°": r"$^\circ$"}
 
 
 def tex_escape(text: str) -> str:
@@ -275,7 +264,7 @@ def _tex_cell(row: dict) -> str:
         return "--"
     mean, _, ci = text.partition(" ")
     mean = rf"\textbf{{{mean}}}" if row["best"] else mean
-    return mean + (rf" {{\scriptsize {ci}}}" if ci else "")
+    return mean + tex_escape(marks(row)) + (rf" {{\scriptsize {ci}}}" if ci else "")
 
 
 def _tex_prose(text: str) -> str:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.calibration import TS_SUFFIX, apply_temperature, fit_temperature
+from harness.calibration import OPEN_ANSWER, TS_SUFFIX, apply_temperature, fit_temperature
 from harness.errors import UserError
-from harness.metrics import METRICS, summarize
+from harness.metrics import METRICS, most_frequent_share, summarize
 from harness.store import Manifest, RunDir, read_cell
 
 ID_COLUMNS = ("suite", "method", "task", "domain", "seed", "n")
@@ -23,7 +23,9 @@ COLUMNS = (
     ID_COLUMNS
     + tuple(c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi"))
     + ("temperature", "config_hash", "n_unparsed")
+    + ("majority", "top_share", "at_chance", "collapsed", "oracle")
 )
+COLLAPSE_SHARE = 0.9  # a cell whose most frequent prediction is this share or more is collapsed
 
 __all__ = ["COLUMNS", "METRICS", "TS_SUFFIX", "bootstrap_seed", "compute_results", "fit_temperatures"]
 
@@ -57,7 +59,21 @@ def _row(manifest: Manifest, path, method, task, domain, seed, frame, temperatur
     row["temperature"] = float(temperature)
     row["config_hash"] = manifest.suite_hash
     row["n_unparsed"] = int((~frame["parsed"].astype(bool)).sum()) if "parsed" in frame else 0  # cot: no "Answer:"
-    return row
+    return {**row, **diagnostics(frame, row["acc"], row["acc_lo"])}
+
+
+def diagnostics(frame: pd.DataFrame, acc: float, acc_lo: float) -> dict:
+    """Chance and collapse: the task's majority rate (of the gold answers scored), the share of the most frequent
+    prediction, whether the accuracy's 95% lower bound fails to clear the majority rate (`at_chance`), whether
+    the predictions are `COLLAPSE_SHARE` or more one answer (`collapsed`), and whether the row is an oracle
+    reference (a prior taken from the scored split itself)."""
+    open_answer = OPEN_ANSWER in frame
+    majority = most_frequent_share(frame[OPEN_ANSWER] if open_answer else frame["gold"])
+    top_share = most_frequent_share(frame["answer"] if open_answer else frame["pred"])
+    lower = acc if math.isnan(acc_lo) else acc_lo
+    return {"majority": majority, "top_share": top_share, "at_chance": bool(lower <= majority),
+            "collapsed": bool(top_share >= COLLAPSE_SHARE),
+            "oracle": bool(frame["oracle"].any()) if "oracle" in frame else False}
 
 
 def fit_temperatures(run: RunDir, manifest: Manifest) -> dict[tuple[str, int], float]:

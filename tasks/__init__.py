@@ -286,7 +286,7 @@ def describe(card: TaskCard, sizes: bool = True) -> dict:
         return info
     examples = load_examples(card)
     counts = sorted({len(ex.choices) for ex in examples})
-    info["num_choices"] = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    info["num_choices"] = "open" if counts == [0] else counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     parts = split(card)
     info["sizes"] = {
         "total": len(examples), "usable": len(usable_examples(card)),

@@ -61,3 +61,16 @@ def write_run(root: Path, manifest: dict, methods: dict, tasks: dict, seeds, rng
                     synthetic_predictions(rng, s, sharpness, **predictions).to_parquet(
                         root / "predictions" / "val" / name)
     return root
+
+
+def point_draws(results: pd.DataFrame):
+    """`reports.intervals.Draws` holding only each (method, task)'s mean over seeds (no spread): for leaderboard
+    tests that check ranking and layout, not intervals."""
+    from reports.intervals import METRICS, Draws
+
+    point, values = {}, {}
+    for (method, task), rows in results.groupby(["method", "task"]):
+        point[method, task] = {m: float(rows[m].mean()) if m in rows else float("nan") for m in METRICS}
+        values[method, task] = {m: np.array([v]) for m, v in point[method, task].items()}
+    return Draws(point, values, 1)
+

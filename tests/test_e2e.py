@@ -28,7 +28,8 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
     run_dir, report, _ = smoke_run
     assert report == run_dir / "report.html" and report.exists()
     results = pd.read_csv(run_dir / "results.csv")
-    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] for t in ("smoke_id", "smoke_ood", "smoke_cot")}
+    tasks = ("smoke_id", "smoke_ood", "smoke_cot")
+    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] + ["prior"] for t in tasks}
     assert set(zip(results.method, results.task)) == expected
     assert (results.n == results.task.map({"smoke_id": 48, "smoke_ood": 48, "smoke_cot": 24})).all()
     assert results.acc.between(0, 1).all() and (results.acc_lo <= results.acc).all()
@@ -45,6 +46,23 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
         assert (run_dir / "figures" / f"{name}.png").exists()
     html = report.read_text()
     assert html.count("data:image/png;base64,") >= 4 * len(METHODS) + len(first_figures)
+
+
+def test_reference_rows_and_cells_without_signal_are_marked_and_warned_about(smoke_run):
+    """The tiny random models of `smoke` answer one letter whatever the question: every cell is collapsed."""
+    run_dir, _, log = smoke_run
+    results = pd.read_csv(run_dir / "results.csv").set_index(["method", "task"])
+    prior = results.loc[("prior", "smoke_id")]
+    assert prior.acc == pytest.approx(prior.majority) and prior.top_share == 1 and not prior.oracle
+    assert results.loc[("prior", "smoke_ood"), "oracle"]  # no train split: its frequencies are the test split's
+    teacher = results.loc[("teacher", "smoke_id")]
+    assert teacher.collapsed == (teacher.top_share >= 0.9) and teacher.at_chance == (teacher.acc_lo <= teacher.majority)
+    warnings = [line for line in log if line.startswith("warning: ")]
+    flagged = results[(results.at_chance | results.collapsed) & ~results.index.get_level_values(0).str.endswith("+ts")]
+    assert len(warnings) == len(flagged) - 3  # every flagged raw cell but the prior's, one line each
+    assert not any(line.startswith("warning: prior") for line in warnings)
+    leaderboard = (run_dir / "leaderboard.md").read_text()
+    assert "prior (reference)" in leaderboard and "‡" in leaderboard and "°" in leaderboard
 
 
 def test_predictions_follow_the_contract(smoke_run):
@@ -164,7 +182,8 @@ def test_eval_takes_a_card_file_of_ones_own(tmp_path):
                             capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert results.task.tolist() == ["my_task"] and results.n.tolist() == [2]
+    assert results.method.tolist() == ["prior", "tiny-random"]  # the reference row, and the model
+    assert results.task.tolist() == ["my_task"] * 2 and results.n.tolist() == [2, 2]
 
 
 def test_an_empty_test_split_is_refused_before_anything_is_written(tmp_path):
@@ -195,4 +214,4 @@ def test_a_method_from_outside_trustbench_runs_by_module_and_class(tmp_path, mon
                          "temperature_scaling": False})
     run_suite(suite, tmp_path / "run", log=lambda _: None)
     results = pd.read_csv(tmp_path / "run" / "results.csv")
-    assert results.method.tolist() == ["mine"] and results.n.tolist() == [48]
+    assert results.method.tolist() == ["mine", "prior"] and results.n.tolist() == [48, 48]

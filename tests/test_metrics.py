@@ -84,6 +84,25 @@ AUROC_CASES = [
 ]
 
 
+CONF_GAP_CASES = [
+    ([0.9, 0.9, 0.9, 0.9], [1, 1, 0, 0], 0.4),  # over-confident: 90% sure, right half the time
+    ([0.5, 0.5], [1, 1], -0.5),  # under-confident
+    ([0.8, 0.6, 0.7], [1, 0, 1], 0.7 - 2 / 3),
+    ([1.0], [1], 0.0),
+]
+
+
+@pytest.mark.parametrize("conf, correct, expected", CONF_GAP_CASES)
+def test_conf_gap_table(conf, correct, expected):
+    assert M.conf_gap(conf, correct) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("labels, expected", [([0, 1, 1, 2], 0.5), (["7", "7", "7"], 1.0), ([3], 1.0),
+                                             ([0, 1, 2, 3], 0.25), (["a", "b", "b", "c", "c"], 0.4)])
+def test_most_frequent_share_table(labels, expected):
+    assert M.most_frequent_share(labels) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("conf, correct, expected", AUROC_CASES)
 def test_auroc_table(conf, correct, expected):
     assert M.auroc(conf, correct) == pytest.approx(expected, abs=1e-12)
@@ -294,6 +313,7 @@ def test_summarize_keys_and_point_estimates():
         "nll": M.nll(list(df["probs"]), df["gold"]),
         "auroc": M.auroc(conf, correct),
         "aurc": M.aurc(conf, correct),
+        "conf_gap": M.conf_gap(conf, correct),
     }
     for m, v in expected.items():
         assert out[m] == pytest.approx(v, abs=1e-12), m
@@ -331,6 +351,7 @@ def test_bootstrap_intervals_match_a_plain_loop():
         draws["nll"].append(M.nll(list(s["probs"]), s["gold"]))
         draws["auroc"].append(M.auroc(conf, correct))
         draws["aurc"].append(M.aurc(conf, correct))
+        draws["conf_gap"].append(M.conf_gap(conf, correct))
     for m in M.METRICS:
         lo, hi = np.nanpercentile(draws[m], [2.5, 97.5])
         lo, hi = min(lo, out[m]), max(hi, out[m])

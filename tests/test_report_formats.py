@@ -15,7 +15,8 @@ from test_reports import SEEDS, TASKS, make_run
 
 from harness.errors import UserError
 from reports import build_report
-from reports.leaderboard import SHOWN, format_cell, leaderboard_frame, render_latex, tex_escape
+from reports.leaderboard import SHOWN, format_cell, leaderboard_frame, marks, render_latex, tex_escape
+from synthetic_runs import point_draws
 from harness.store import RunDir
 
 FORMATS = ("results.csv", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "report.html")
@@ -121,7 +122,7 @@ def test_latex_escapes_odd_names():
             for method, acc in (("my_kd&co", 0.5), ("50%-method", 0.6))
             for task, domain in (("t#1", "id"), ("o_2", "ood"))]
     results = pd.DataFrame(rows)
-    tex = render_latex(leaderboard_frame(results, {}), results)
+    tex = render_latex(leaderboard_frame(results, {}, point_draws(results)), results)
     assert r"my\_kd\&co" in tex and r"50\%-method" in tex and r"t\#1" in tex and r"o\_2" in tex
     assert "my_kd" not in tex and "t#1" not in tex
 
@@ -129,12 +130,12 @@ def test_latex_escapes_odd_names():
 def test_csv_has_the_markdown_numbers(full):
     frame = pd.read_csv(full / "leaderboard.csv")
     assert list(frame.columns) == ["rank", "method", "task", "domain", "metric", "mean", "lo", "hi", "n_seeds",
-                                   "best"]
+                                   "best", "reference", "at_chance", "collapsed", "oracle"]
     tables = _md_tables((full / "leaderboard.md").read_text(encoding="utf-8"))
     headings = dict(zip(SHOWN, tables))
     assert len(frame) == len(SHOWN) * 4 * (len(TASKS) + 2)
     for row in frame.to_dict("records"):
-        assert format_cell(row) == tables[headings[row["metric"]]][row["method"]][row["task"]]
+        assert format_cell(row) + marks(row) == tables[headings[row["metric"]]][row["method"]][row["task"]]
     for metric in SHOWN:  # the markdown's row order is the rank
         part = frame[frame["metric"] == metric].drop_duplicates("method")
         assert list(part["method"]) == list(tables[headings[metric]]) and list(part["rank"]) == [1, 2, 3, 4]
@@ -148,7 +149,7 @@ def test_ranking_and_best_follow_the_rule(full):
     assert by_rank == sorted(by_rank, key=lambda m: (avg["brier"][m], -avg["acc"][m]))
     for (metric, _), cells in frame.groupby(["metric", "task"]):
         shown = cells["mean"].map(lambda v: round(100 * v, 1))
-        best = shown.max() if metric == "acc" else shown.min()
+        best = {"acc": shown.max(), "conf_gap": min(shown, key=abs)}.get(metric, shown.min())
         assert list(cells["best"]) == list(shown == best)
 
 
@@ -256,9 +257,9 @@ def test_cli_merges_and_names_a_corrupt_run_in_one_line(pristine, tmp_path):
 def test_missing_metric_columns_show_as_missing():
     rows = [{"suite": "s", "method": "m", "task": "t", "domain": "id", "seed": 0, "n": 5, "acc": 0.5,
              "acc_lo": 0.4, "acc_hi": 0.6}]
-    frame = leaderboard_frame(pd.DataFrame(rows), {})
+    frame = leaderboard_frame(pd.DataFrame(rows), {}, point_draws(pd.DataFrame(rows)))
     brier = frame[frame["metric"] == "brier"]
-    assert brier["mean"].map(math.isnan).all() and not brier["best"].any() and set(brier["n_seeds"]) == {0}
+    assert brier["mean"].map(math.isnan).all() and not brier["best"].any()
 
 
 def test_a_method_missing_a_domain_average_ranks_after_those_with_both():
@@ -266,7 +267,7 @@ def test_a_method_missing_a_domain_average_ranks_after_those_with_both():
     rows = [{"suite": "s", "method": m, "task": t, "domain": d, "seed": 0, "n": 5, "acc": 0.5, "acc_lo": 0.4,
              "acc_hi": 0.6, "brier": b, "brier_lo": b - 0.05, "brier_hi": b + 0.05}
             for m, t, d, b in (("full", "i", "id", 0.3), ("full", "o", "ood", 0.3), ("partial", "i", "id", 0.1))]
-    frame = leaderboard_frame(pd.DataFrame(rows), {})
+    frame = leaderboard_frame(pd.DataFrame(rows), {}, point_draws(pd.DataFrame(rows)))
     ranks = frame.drop_duplicates("method").set_index("method")["rank"]
     assert ranks["full"] < ranks["partial"]
 

@@ -8,13 +8,13 @@ import struct
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from harness.errors import UserError
 from reports import build_report
-from reports.leaderboard import leaderboard_markdown
+from reports.intervals import _rng
+from reports.leaderboard import leaderboard_frame, render_markdown
 from reports.results import COLUMNS, compute_results
-from synthetic_runs import manifest_dict, write_run
+from synthetic_runs import manifest_dict, point_draws, write_run
 
 METHODS = {"teacher": (2.0, 1.0), "kd": (1.0, 3.0)}  # name: (skill, sharpness); kd is over-confident
 TASKS = {"nli_a": {"domain": "id", "family": "nli", "test_hash": "h-nli_a"},
@@ -93,48 +93,65 @@ def test_leaderboard_shape_and_pinned_cell(built):
     run, _ = built
     md = (run / "leaderboard.md").read_text(encoding="utf-8")
     assert "unit" in md and "letter" in md and "option-renormalised" in md
-    assert "unweighted" in md
+    assert "unweighted" in md and "bootstrap over test examples and seeds" in md
     expected_header = ["method", "nli_a", "ID avg", "senti_b", "OOD avg"]
     # the ranking rule: Brier score averaged over the ID and OOD averages, lower first
     df = pd.read_csv(run / "results.csv")
     brier = df.groupby(["method", "task"])["brier"].mean().groupby("method").mean()  # one task per domain here
     expected_methods = list(brier.sort_values(kind="mergesort").index)
     assert sorted(expected_methods) == ["kd", "kd+ts", "teacher", "teacher+ts"]
-    for heading in ("Accuracy (%)", "ECE (%, 10 equal-width bins; lower is better)", "Brier score"):
+    for heading in ("Accuracy (%)", "ECE (%, 10 equal-width bins; lower is better)", "Brier score",
+                    "Mean confidence minus accuracy"):
         table = _table(md, heading)
         assert table[0] == expected_header
         assert [r[0] for r in table[1:]] == expected_methods
         assert all(len(r) == len(expected_header) for r in table)
 
-    # pinned: kd accuracy on the ID task, computed here from the parquet files (t-interval over seeds)
-    accs = np.array([pd.read_parquet(run / "predictions" / "test" / f"kd__nli_a__s{s}.parquet")["correct"].mean()
-                     for s in SEEDS])
-    half = stats.t.ppf(0.975, len(accs) - 1) * accs.std(ddof=1) / np.sqrt(len(accs))
-    m = accs.mean()
-    want = f"{100 * m:.1f} [{100 * max(m - half, 0):.1f}, {100 * min(m + half, 1):.1f}]"
+    # pinned: kd accuracy on the ID task from the parquet files; its interval from a plain loop over the resamples
+    frames = [pd.read_parquet(run / "predictions" / "test" / f"kd__nli_a__s{s}.parquet").sort_values("example_id")
+              for s in SEEDS]
+    m = np.mean([f["correct"].mean() for f in frames])
+    lo, hi = plain_interval(frames, "nli_a", SEEDS, n_boot=100)
+    want = f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
     acc_table = {r[0]: dict(zip(expected_header, r)) for r in _table(md, "Accuracy (%)")[1:]}
-    assert acc_table["kd"]["nli_a"] == want
+    assert acc_table["kd"]["nli_a"].rstrip("†‡") == want
     assert acc_table["kd"]["ID avg"] == want  # one ID task: its average is itself
-    assert acc_table["kd+ts"]["nli_a"] == want  # temperature scaling keeps the argmax
+    assert acc_table["kd+ts"]["nli_a"].rstrip("†‡") == want  # temperature scaling keeps the argmax
 
 
-def test_leaderboard_single_seed_uses_bootstrap_ci_and_averages():
+def plain_interval(frames, task, seeds, n_boot):
+    """The accuracy interval of `reports.intervals`, resample by resample: n examples and len(seeds) seeds drawn
+    with replacement (the draws keyed by task and seeds), the mean over drawn seeds of the accuracy on drawn
+    examples; the 2.5 and 97.5 percentiles, widened to hold the point."""
+    n = len(frames[0])
+    examples = _rng("examples", task, n).integers(0, n, size=(n_boot, n))
+    picks = _rng("seeds", *seeds).integers(0, len(seeds), size=(n_boot, len(seeds)))
+    values = [np.mean([frames[j]["correct"].to_numpy()[examples[b]].mean() for j in picks[b]]) for b in range(n_boot)]
+    point = np.mean([f["correct"].mean() for f in frames])
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return min(lo, point), max(hi, point)
+
+
+def test_leaderboard_layout_reference_rows_and_averages():
     rows = []
     for method, task, domain, acc in (("b", "t1", "id", 0.5), ("b", "t2", "id", 0.7), ("b", "o1", "ood", 0.4),
                                       ("teacher", "t1", "id", 0.9), ("teacher", "t2", "id", 0.8),
-                                      ("teacher", "o1", "ood", 0.6)):
+                                      ("teacher", "o1", "ood", 0.6), ("prior", "t1", "id", 0.3),
+                                      ("prior", "t2", "id", 0.3), ("prior", "o1", "ood", 0.5)):
         rows.append({"suite": "x", "method": method, "task": task, "domain": domain, "seed": 0, "n": 10,
-                     "acc": acc, "acc_lo": acc - 0.1, "acc_hi": acc + 0.1, "ece": 0.05, "ece_lo": 0.0,
-                     "ece_hi": 0.1})
-    md = leaderboard_markdown(pd.DataFrame(rows), {"t1": {"domain": "id"}, "t2": {"domain": "id"},
-                                                   "o1": {"domain": "ood"}})
+                     "acc": acc, "ece": 0.05, "brier": 1 - acc, "majority": 0.45, "top_share": 0.5,
+                     "oracle": method == "prior" and domain == "ood"})
+    results = pd.DataFrame(rows)
+    frame = leaderboard_frame(results, {"t1": {}, "t2": {}, "o1": {}}, point_draws(results), references={"prior"})
+    md = render_markdown(frame, results)
     table = _table(md, "Accuracy")
     assert table[0] == ["method", "t1", "t2", "ID avg", "o1", "OOD avg"]
-    assert [r[0] for r in table[1:]] == ["teacher", "b"]
-    b = dict(zip(table[0], table[2]))
-    assert b["t1"] == "50.0 [40.0, 60.0]"
-    assert b["ID avg"].startswith("60.0 [")  # unweighted mean of 50 and 70
-    assert b["OOD avg"] == "40.0 [30.0, 50.0]"
+    assert [r[0] for r in table[1:]] == ["teacher", "b", "prior (reference)"]
+    b, prior = dict(zip(table[0], table[2])), dict(zip(table[0], table[3]))
+    assert b["t1"] == "50.0 [50.0, 50.0]" and b["ID avg"] == "60.0 [60.0, 60.0]"  # unweighted mean of 50 and 70
+    assert b["o1"] == "40.0 [40.0, 40.0]†"  # not above the majority rate 45%
+    assert prior["o1"] == "50.0 [50.0, 50.0]°" and prior["t1"] == "30.0 [30.0, 30.0]"  # a reference is the chance
+    assert not frame.loc[frame["method"] == "prior", "best"].any()
 
 
 def _png_size(path):
@@ -163,7 +180,7 @@ def test_html_is_self_contained_with_tables_and_images(built):
     n_figs = len(list((run / "figures").glob("*.png")))
     assert page.count('<img src="data:image/png;base64,') == n_figs == 8 + 3  # per cell, and the run's figures
     assert "Accuracy (%)" in page and "ECE (%" in page and "All results" in page
-    assert page.count('<table class="sortable"') == 3 + len(TASKS) + 1  # leaderboard, per task, all results
+    assert page.count("<table class=\"sortable\"") == 4 + len(TASKS) + 1  # leaderboard metrics, per task, all results
     assert "<td>kd+ts</td>" in page and "letter" in page and "option-renormalised" in page
     assert pd.__version__ in page  # versions from the manifest
     for external in ("http://", "https://", "<script src", "<link", "@import", "url("):

@@ -1,0 +1,91 @@
+"""The example x seed bootstrap of the leaderboard and the comparison, against a plain loop; pairing; and the
+diagnostics (majority rate, collapse) every results row carries."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import metrics as M
+from reports.intervals import METRICS, _rng, bootstrap, interval
+from reports.results import diagnostics
+from synthetic_runs import synthetic_predictions
+
+SEEDS = (0, 1, 2)
+
+
+def frames(skill: float, seed0: int = 0) -> dict:
+    rng = np.random.default_rng(seed0)
+    return {s: synthetic_predictions(rng, skill, 2.0, 40).sample(frac=1, random_state=s) for s in SEEDS}
+
+
+CELLS = {("kd", "t"): frames(1.0), ("finetune", "t"): frames(1.5, seed0=9)}
+RESULTS = pd.DataFrame([{"method": m, "task": t, "seed": s} for (m, t) in CELLS for s in SEEDS])
+
+
+def frame_of(method, task, seed):
+    return CELLS[method, task][seed]
+
+
+def test_the_vectorised_bootstrap_equals_a_plain_loop():
+    n_boot = 30
+    draws = bootstrap(RESULTS, frame_of, n_boot, bins=5, equal_mass=False)
+    for method in ("kd", "finetune"):
+        ordered = [CELLS[method, "t"][s].sort_values("example_id") for s in SEEDS]
+        examples = _rng("examples", "t", 40).integers(0, 40, size=(n_boot, 40))
+        picks = _rng("seeds", *SEEDS).integers(0, 3, size=(n_boot, 3))
+
+        def value(frame, metric):
+            conf, corr = frame["confidence"].to_numpy(), frame["correct"].to_numpy()
+            return {"acc": M.accuracy(corr), "ece": M.ece(conf, corr, bins=5), "conf_gap": M.conf_gap(conf, corr),
+                    "brier": M.brier(list(frame["probs"]), frame["gold"])}[metric]
+
+        for metric in METRICS:
+            loop = [np.mean([value(ordered[j].iloc[examples[b]], metric) for j in picks[b]]) for b in range(n_boot)]
+            np.testing.assert_allclose(draws.values[method, "t"][metric], loop, atol=1e-12)
+            assert draws.point[method, "t"][metric] == pytest.approx(np.mean([value(f, metric) for f in ordered]))
+
+
+def test_every_method_shares_the_resamples_so_a_difference_with_itself_is_exactly_zero():
+    twin = {**CELLS, ("kd_copy", "t"): CELLS["kd", "t"]}
+    results = pd.DataFrame([{"method": m, "task": t, "seed": s} for (m, t) in twin for s in SEEDS])
+    draws = bootstrap(results, lambda m, t, s: twin[m, t][s], 50, bins=10, equal_mass=False)
+    diff = draws.values["kd", "t"]["acc"] - draws.values["kd_copy", "t"]["acc"]
+    assert not diff.any()
+    point, values = draws.average("kd", ["t"], "ece")
+    assert point == draws.point["kd", "t"]["ece"] and draws.average("kd", ["t", "missing"], "ece") is None
+
+
+def test_a_method_that_never_changes_across_seeds_still_has_example_noise():
+    """Three seeds with identical predictions: a t-interval over seed means is [x, x]; this one is not."""
+    same = {s: CELLS["kd", "t"][0] for s in SEEDS}
+    draws = bootstrap(RESULTS[RESULTS.method == "kd"], lambda m, t, s: same[s], 200, bins=10, equal_mass=False)
+    lo, hi = interval(draws.point["kd", "t"]["acc"], draws.values["kd", "t"]["acc"])
+    assert hi - lo > 0.1
+
+
+@pytest.mark.parametrize("point, values, expected", [(0.5, np.linspace(0.4, 0.6, 1001), (0.405, 0.595)),
+                                                     (0.1, np.linspace(0.2, 0.3, 11), (0.1, 0.2975)),
+                                                     (0.3, np.array([np.nan, 0.3]), (0.3, 0.3))])
+def test_interval_is_the_percentile_range_widened_to_hold_the_point(point, values, expected):
+    assert interval(point, values) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("gold, pred, acc_lo, expected", [
+    ([0, 0, 0, 1], [0, 0, 0, 0], 0.7, {"majority": 0.75, "top_share": 1.0, "at_chance": True, "collapsed": True}),
+    ([0, 1, 2, 3], [0, 1, 2, 2], 0.5, {"majority": 0.25, "top_share": 0.5, "at_chance": False, "collapsed": False}),
+    ([0, 1, 1, 1, 1, 1, 1, 1, 1, 0], [1] * 9 + [0], 0.81, {"majority": 0.8, "top_share": 0.9, "at_chance": False,
+                                                          "collapsed": True}),
+])
+def test_diagnostics_of_hand_made_predictions(gold, pred, acc_lo, expected):
+    frame = pd.DataFrame({"gold": gold, "pred": pred})
+    got = diagnostics(frame, acc=acc_lo, acc_lo=acc_lo)
+    assert {k: got[k] for k in expected} == pytest.approx(expected) and got["oracle"] is False
+
+
+def test_diagnostics_of_open_answers_count_answers_not_correctness():
+    frame = pd.DataFrame({"gold": [0, 1, 1], "pred": [0, 0, 0], "answer": ["7", "5", "5"],
+                          "gold_answer": ["7", "4", "9"], "oracle": [True] * 3})
+    got = diagnostics(frame, acc=1 / 3, acc_lo=0.0)
+    assert got["majority"] == pytest.approx(1 / 3) and got["top_share"] == pytest.approx(2 / 3)
+    assert got["at_chance"] and not got["collapsed"] and got["oracle"]
