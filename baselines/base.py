@@ -23,7 +23,7 @@ from typing import Callable, ClassVar
 
 from harness import zoo
 from harness.cache import stable_hash
-from harness.config import MethodSpec, Suite, TrainConfig
+from harness.config import MethodSpec, Suite, TrainConfig, checked
 from harness.endpoint import Endpoint
 from harness.engines import DISTRIBUTIONS, GENERATION, LOCAL, SCORING, EnginePool, Usage
 from harness.errors import UserError
@@ -153,8 +153,8 @@ class Context:
         """Fine-tune `init` on `examples` (their rendered pairs) once per `key` (`trainer`: loss, targets)."""
         from harness.train import cached_checkpoint, finetune  # Trainer: slow to import, and `eval` never trains
 
-        path, cost = cached_checkpoint(cache, key, lambda out: finetune(init, self.pairs(examples), config, seed, out,
-                                                                        log=self.log, **trainer))
+        path, cost = cached_checkpoint(cache, key, lambda out, work: finetune(
+            init, self.pairs(examples), config, seed, out, log=self.log, work_dir=work, **trainer), log=self.log)
         return StudentArtifact(path, cost)
 
     def record(self, key: str, value) -> None:
@@ -230,11 +230,13 @@ class Method:
     reference: ClassVar[bool] = False  # a reference row (the prior): no temperature scaling, marked in reports
 
     def __init__(self, spec: MethodSpec):
-        allowed = set(self.params) | {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(spec.params) - allowed)
+        training = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(spec.params) - set(self.params) - training)
         if unknown:
             raise UserError(f"method {spec.name!r}: unknown parameter(s) {', '.join(unknown)}; "
-                            f"{self.name} accepts {', '.join(sorted(allowed)) or 'none'}")
+                            f"{self.name} accepts {', '.join(sorted(set(self.params) | training)) or 'none'}")
+        overrides = {k: v for k, v in spec.params.items() if k in training}
+        checked(TrainConfig, {**dataclasses.asdict(TrainConfig()), **overrides}, f"method {spec.name!r}")
         self.spec = spec
 
     def check(self, ctx: Context) -> None:

@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def locked(path: str | Path, timeout: float = -1):
+    """A lock beside `path` (`<path>.lock`): while one process builds a cache entry, another waits, then reuses it.
+    With `timeout=0` a second holder fails at once (filelock.Timeout)."""
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{path}.lock", timeout=timeout)
+
+
 def cache_dir(*parts: str) -> Path:
     """`$TRUSTBENCH_CACHE` or `~/.cache/trustbench`, joined with `parts`, created on demand."""
     root = Path(os.environ.get("TRUSTBENCH_CACHE") or Path.home() / ".cache" / "trustbench")

@@ -206,9 +206,27 @@ def _table(header: list[str], rows: list[list]) -> None:
 
 
 def main() -> None:
-    """Usage errors exit 2 through typer; a UserError (bad suite, task, model, data) is one line and exit 2."""
+    """Bad input of any kind (a suite, task, model, data file, run directory or command-line flag) is one line on
+    stderr and exit code 2; a gate's verdict is its exit code."""
+    try:  # typer >= 0.26 vendors click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help())
+        sys.exit(0)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else "trustbench"
+        message = " ".join(error.format_message().replace("Value error, ", "").split()).rstrip(".")
+        typer.echo(f"error: {message}; see `{command} --help`", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -130,9 +130,10 @@ class EnginePool:
     model loads once. Without a GPU at most one vLLM engine is alive (starting one closes the previous): each holds
     a share of the machine's RAM for its KV cache."""
 
-    def __init__(self, dtype: str = "float32", log=print):
+    def __init__(self, dtype: str = "float32", log=print, vllm_options: dict | None = None):
         self.dtype = dtype
         self.log = log
+        self.vllm_options = {k: v for k, v in (vllm_options or {}).items() if v is not None}  # LLM(...) settings
         self._engines: dict[tuple[str, str], Engine] = {}
         self._roles: dict[tuple[str, str], set[str]] = defaultdict(set)
 
@@ -146,7 +147,7 @@ class EnginePool:
             if backend == "vllm" and not _has_gpu():
                 for other in [k for k in self._engines if k[0] == "vllm"]:
                     self._close(other)
-            options = {"max_logprobs": max(20, min_logprobs)} if backend == "vllm" else {}
+            options = {"max_logprobs": max(20, min_logprobs), **self.vllm_options} if backend == "vllm" else {}
             engine = self._engines[key] = make_engine(backend, model, **options) if backend == "openai" else \
                 make_engine(backend, model, dtype=self.dtype, **options)
         self._roles[key].add(role)

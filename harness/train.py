@@ -1,4 +1,8 @@
-"""Supervised fine-tuning glue over transformers `Trainer` (so `accelerate launch` scales it with no project code).
+"""Supervised fine-tuning glue over transformers `Trainer`, so `accelerate launch` scales it (DDP, FSDP, DeepSpeed).
+
+Under `accelerate launch --num_processes N`, `batch_size` stays the global batch (each process takes 1/N of it, so a
+run's numbers do not depend on how many processes trained it), only the main process writes checkpoints and cache
+entries, and the others wait for it and read what it wrote.
 
 Sequences are prompt + target, left-padded so every target ends at the last position; the loss is cross-entropy on
 the target tokens only, and the LM head runs only over the last `longest target + 1` positions (`logits_to_keep`),
@@ -6,6 +10,10 @@ which on CPU is most of the saving for a small model with a 49k vocabulary.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,8 +21,9 @@ from typing import Callable, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from harness.cache import atomic_dir, cache_dir, stable_hash, write_json
+from harness.cache import atomic_dir, cache_dir, locked, stable_hash, write_json
 from harness.config import TrainConfig
+from harness.errors import UserError
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> list[dict]:
@@ -91,11 +100,12 @@ def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainConfig, seed: int, out_dir: Path,
              log: Callable[[str], None] = print, loss: Callable | None = None,
-             targets: Sequence[dict] | None = None) -> dict:
+             targets: Sequence[dict] | None = None, work_dir: Path | None = None) -> dict:
     """Fine-tune `model_path` on (prompt, target) pairs and save the result (model + tokenizer) to `out_dir`.
 
     `loss` replaces the answer cross-entropy (see `AnswerLossTrainer`); `targets`, one dict per pair, adds
-    per-target-token arrays (the teacher's outputs) that the loss reads.
+    per-target-token arrays (the teacher's outputs) that the loss reads. Trainer keeps a checkpoint of every epoch
+    in `work_dir` (`out_dir/trainer` by default); a run killed midway resumes from the last one.
     """
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -108,25 +118,40 @@ def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainCo
         if any(len(value) != f["target_len"] for f in features for key, value in f.items()
                if key not in ("input_ids", "target_len")):
             raise ValueError("teacher targets and target tokens are misaligned; were they encoded alike?")
+    work_dir = Path(work_dir or out_dir / "trainer")
+    if config.batch_size % world_size():
+        raise UserError(f"batch_size {config.batch_size} does not split over {world_size()} processes: make it a "
+                        "multiple of --num_processes")
     args = TrainingArguments(
-        output_dir=str(out_dir / "trainer"), num_train_epochs=config.epochs, learning_rate=config.lr,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        output_dir=str(work_dir), num_train_epochs=config.epochs, learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size // world_size(), gradient_accumulation_steps=config.grad_accum,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio, lr_scheduler_type="cosine",
-        seed=seed, data_seed=seed, save_strategy="no", report_to=[], logging_steps=10,
-        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        seed=seed, data_seed=seed, save_strategy="epoch", save_total_limit=1, save_only_model=False,
+        report_to=[], logging_steps=10, remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
     )
     trainer = AnswerLossTrainer(model=model, args=args, train_dataset=features, data_collator=LeftPadCollator(pad_id),
                                 loss=loss)
+    resume = last_checkpoint(work_dir)
+    if resume:
+        log(f"resuming training from {resume.name} (an earlier run was interrupted)")
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(out_dir)
+    trainer.save_model(str(out_dir))  # the main process only
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out_dir)
     tokens = sum(len(f["input_ids"]) for f in features) * config.epochs
     log(f"trained on {len(features)} sequences in {seconds:.1f}s (loss {result.training_loss:.4f})")
+    curve = [[entry["step"], round(entry["loss"], 6)] for entry in trainer.state.log_history if "loss" in entry]
     return {"train_seconds": round(seconds, 2), "train_tokens": int(tokens), "train_examples": len(features),
-            "train_loss": float(result.training_loss)}
+            "train_loss": float(result.training_loss), "loss_curve": curve}
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    """Trainer's newest complete checkpoint in `work_dir` (it writes `trainer_state.json` last), if any."""
+    done = [p for p in Path(work_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 def freeze_below(model, train_layers: int) -> None:
@@ -139,14 +164,82 @@ def freeze_below(model, train_layers: int) -> None:
             parameter.requires_grad_(True)
 
 
-def cached_checkpoint(kind: str, key: dict, build: Callable[[Path], dict]) -> tuple[Path, dict]:
-    """Return `cache/<kind>/<hash of key>`, building it with `build(tmp_dir) -> cost` the first time."""
-    import json
+def cached_checkpoint(kind: str, key: dict, build: Callable[[Path, Path], dict],
+                      log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Return `cache/<kind>/<hash of key>`, building it with `build(out_dir, work_dir) -> cost` the first time.
 
+    One process builds, others wait on a lock beside the entry and reuse it. `work_dir` (`<entry>.work`) outlives a
+    killed build, so training resumes from its last epoch. The weights' sha256 is stored with the entry and checked
+    on reuse (once per process): a damaged entry is rebuilt.
+    """
     target = cache_dir(kind) / stable_hash(key)
-    if not (target / "cost.json").exists():
+    if world_size() > 1:  # every process trains its share; the main one writes, the others read it after
+        return _cached_by_all_processes(target, key, build)
+    with locked(target):
+        if (target / "cost.json").exists():
+            if intact(target):
+                return target, json.loads((target / "cost.json").read_text())
+            log(f"cached checkpoint {target} is damaged (its weights do not match their stored hash): rebuilding it")
+        work = target.with_name(f"{target.name}.work")
         with atomic_dir(target) as tmp:
-            cost = build(tmp)
-            write_json(tmp / "cost.json", cost)
-            write_json(tmp / "key.json", key)
+            cost = _built(tmp, key, build(tmp, work))
+        shutil.rmtree(work, ignore_errors=True)
+        _VERIFIED.add(target)
+    return target, cost
+
+
+def _built(folder: Path, key: dict, cost: dict) -> dict:
+    write_json(folder / "cost.json", cost)
+    write_json(folder / "key.json", key)
+    write_json(folder / WEIGHTS, weight_hashes(folder))
+    return cost
+
+
+def _cached_by_all_processes(target: Path, key: dict, build: Callable[[Path, Path], dict]) -> tuple[Path, dict]:
+    import torch.distributed as dist
+
+    if not (target / "cost.json").exists():
+        work = target.with_name(f"{target.name}.work")
+        staging = target.with_name(f"{target.name}.staging")  # the same folder in every process: Trainer saves
+        staging.mkdir(parents=True, exist_ok=True)            # the model from the main one only
+        cost = build(staging, work)
+        if int(os.environ.get("RANK", 0)) == 0:
+            _built(staging, key, cost)
+            os.replace(staging, target)
+            shutil.rmtree(work, ignore_errors=True)
+        if dist.is_initialized():
+            dist.barrier()
     return target, json.loads((target / "cost.json").read_text())
+
+
+def world_size() -> int:
+    """The number of training processes (`accelerate launch --num_processes`, or torchrun); 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+WEIGHTS = "weights.sha256.json"
+_VERIFIED: set[Path] = set()
+
+
+def weight_hashes(folder: Path) -> dict[str, str]:
+    hashes = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".safetensors", ".bin"):
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+            hashes[path.name] = digest.hexdigest()
+    return hashes
+
+
+def intact(folder: Path) -> bool:
+    """Whether a cached checkpoint's weights still match the hashes stored when it was built (entries built before
+    hashes were stored are trusted)."""
+    if folder in _VERIFIED:
+        return True
+    stored = folder / WEIGHTS
+    if stored.exists() and json.loads(stored.read_text()) != weight_hashes(folder):
+        return False
+    _VERIFIED.add(folder)
+    return True

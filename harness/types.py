@@ -51,6 +51,15 @@ class TaskCard:
     max_new_tokens: int = 256
     options: dict = field(default_factory=dict)
 
+    def flag(self, key: str, default: bool = False) -> bool:
+        """A true/false loader option; anything else (`"no"`, 1) is a one-line error, not silently true."""
+        value = self.options.get(key, default)
+        if not isinstance(value, bool):
+            from harness.errors import UserError
+
+            raise UserError(f"task {self.name}: option {key} must be true or false, got {value!r}; fix the card")
+        return value
+
 
 @dataclass(frozen=True)
 class Task:

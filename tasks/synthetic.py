@@ -96,8 +96,9 @@ def load(card: TaskCard) -> list[Example]:
     if bad:
         raise UserError(f"task {card.name}: unknown synthetic option '{bad[0]}'; allowed: {', '.join(DEFAULTS)}")
     opts = {**DEFAULTS, **card.options}
-    try:
-        n, seed, k, noise = int(opts["n"]), int(opts["seed"]), int(opts["num_choices"]), float(opts["noise"])
-    except (TypeError, ValueError):
-        raise UserError(f"task {card.name}: synthetic options must be numbers, got {card.options}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in opts.values()) \
+            or any(not float(opts[k]).is_integer() for k in ("n", "seed", "num_choices")):
+        raise UserError(f"task {card.name}: synthetic options n, seed, num_choices must be whole numbers and noise a "
+                        f"number, got {card.options}")
+    n, seed, k, noise = int(opts["n"]), int(opts["seed"]), int(opts["num_choices"]), float(opts["noise"])
     return generate(variant, n=n, seed=seed, num_choices=k, noise=noise, prefix=card.name)

@@ -26,8 +26,8 @@ def test_method_entries():
 @pytest.mark.parametrize("change, message", [
     ({"teacher": None}, "missing 'teacher'"),
     ({"colour": "red"}, "unknown key"),
-    ({"backend": "tpu"}, "backend must be hf or vllm"),
-    ({"scoring": "vibes"}, "scoring must be letter or choice"),
+    ({"backend": "tpu"}, "backend: input should be 'hf' or 'vllm' \\(got 'tpu'\\)"),
+    ({"scoring": "vibes"}, "scoring: input should be 'letter' or 'choice'"),
     ({"seeds": ["a"]}, "seeds must be a list of integers"),
     ({"train": {"lr": 1, "speed": 3}}, "unknown train key"),
     ({"methods": ["teacher", "teacher"]}, "appear twice"),

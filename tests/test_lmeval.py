@@ -54,3 +54,49 @@ def test_registered_by_name():
     from lm_eval.api.registry import get_model
 
     assert get_model("trustbench") is TrustbenchLM
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_an_lmeval_card_is_scored_exactly_as_lm_evals_own_hf_backend(tiny_path, hf_engine, local_task, shots):
+    """The card's contexts and continuations are lm-eval's (its description, few-shot examples and delimiter), so
+    trustbench's scores equal `HFLM`'s, example by example."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    import tasks
+    from harness.scoring import format_for
+
+    (local_task / "tiny_mc.yaml").write_text((local_task / "tiny_mc.yaml").read_text()
+                                             + "description: \"Pick the right one.\"\nfewshot_split: test\n")
+    card = tasks.card_from_dict({"name": "tiny", "domain": "ood", "family": "f", "format": "mc", "test": 4,
+                                 "source": "lmeval:tiny_mc", "split_seed": 0,
+                                 "options": {"include_path": str(local_task), "num_fewshot": shots}})
+    examples = sorted(tasks.split(card).test, key=lambda e: int(e.id.rsplit("-", 1)[1]))
+    ours = format_for(card, "letter").score(hf_engine, examples)
+
+    results = lm_eval.simple_evaluate(model=HFLM(pretrained=str(tiny_path), device="cpu", dtype="float32",
+                                                 batch_size=2), tasks=["tiny_mc"], num_fewshot=shots,
+                                      task_manager=TaskManager(include_path=str(local_task), include_defaults=False),
+                                      log_samples=True, bootstrap_iters=0)
+    theirs = confidences_from_samples(sorted(results["samples"]["tiny_mc"], key=lambda s: s["doc_id"]))
+    assert examples[0].prompt.startswith("Pick the right one.") and examples[0].choices[1] == " a brick"
+    assert all(e.prompt.count("Answer:") == shots + 1 for e in examples)  # the few-shot examples are in
+    assert [r["pred"] for r in theirs] == ours.pred.tolist()
+    for row, probs in zip(theirs, ours.probs):
+        np.testing.assert_allclose(row["probs"], probs, atol=1e-4)
+
+
+def test_lm_evals_own_command_line_runs_the_trustbench_model(tiny_path, local_task, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).parent / "trustbench-lm-eval"
+    result = subprocess.run([str(command), "--model", "trustbench", "--model_args",
+                             f"pretrained={tiny_path},backend=hf", "--tasks", "tiny_mc", "--include_path",
+                             str(local_task), "--output_path", str(tmp_path / "out"), "--batch_size", "4"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (results,) = (tmp_path / "out").rglob("results_*.json")
+    assert 0 <= json.loads(results.read_text())["results"]["tiny_mc"]["acc,none"] <= 1

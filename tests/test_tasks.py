@@ -237,8 +237,8 @@ def test_lmeval_local_task_converts_to_examples(tmp_path, monkeypatch):
     c = card(name="tiny", source="lmeval:tb_tiny", test=3, options={"include_path": str(yaml_dir)})
     got = tasks.load_examples(c)
     assert got == [
-        Example(id=f"tiny-{i}", prompt=f"Question: {r['question']}\nAnswer:", choices=tuple(r["options"]),
-                gold=r["answer"])
+        Example(id=f"tiny-{i}", prompt=f"Question: {r['question']}\nAnswer:",
+                choices=tuple(f" {o}" for o in r["options"]), gold=r["answer"])  # lm-eval's continuations
         for i, r in enumerate(LMEVAL_ROWS)
     ]
     assert os.environ["HF_DATASETS_OFFLINE"] == "1"
