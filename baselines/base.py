@@ -38,10 +38,13 @@ _TEACHERS: dict[str, "StudentArtifact"] = {}  # fine-tuned teachers built in thi
 
 @dataclass(frozen=True)
 class StudentArtifact:
-    """A checkpoint folder to score, and what producing it cost (teacher calls/tokens, train tokens, seconds...)."""
+    """A checkpoint folder to score, and what producing it cost (teacher calls/tokens, train tokens, seconds...).
+    A method that works in rounds also returns its earlier students (`rounds`, by label): each is scored like a
+    method of its own, `<name>@<label>` (e.g. `elad@r1`), so reports and the gate handle rounds as methods."""
 
     path: Path
     cost: dict = field(default_factory=dict)
+    rounds: dict[str, "StudentArtifact"] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,8 +60,9 @@ class Context:
     used_teacher: Path | None = None
 
     def __post_init__(self):
-        self._format = {e: task.format for task in self.tasks for part in (task.splits.train, task.splits.val,
-                                                                         task.splits.pool) for e in part}
+        # by (id, prompt): an example a recipe re-annotates (a new rationale) keeps its task's format
+        self._format = {(e.id, e.prompt): task.format for task in self.tasks
+                        for part in (task.splits.train, task.splits.val, task.splits.pool) for e in part}
         self._usage_start = {id(e): e.usage.copy() for e in self.engines.engines("teacher")}
 
     # ------------------------------------------------------------------------------------------ data
@@ -80,7 +84,11 @@ class Context:
         from harness.scoring import FORMATS
 
         default = FORMATS.get(self.suite.scoring)()
-        return [self._format.get(e, default).pair(e) for e in examples]
+        return [self.format_of(e, default).pair(e) for e in examples]
+
+    def format_of(self, example: Example, default=None):
+        """The format of the ID task `example` comes from (`default` for an example from elsewhere)."""
+        return self._format.get((example.id, example.prompt), default)
 
     def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
         """The suite's train settings with this method's overrides (any TrainConfig field in its params)."""
@@ -123,11 +131,13 @@ class Context:
         return self.engines.get(model, backend or self.suite.backend, role, min_logprobs=min_logprobs)
 
     def teacher_engine(self, fine_tuned: bool = True):
-        """The teacher as an engine: the fine-tuned local teacher, the base one (`fine_tuned=False`), or the
-        endpoint when the suite's teacher is one."""
+        """The teacher as an engine whose generations are cached on disk and counted (`teacher_usage`): the
+        fine-tuned local teacher, the base one (`fine_tuned=False`), or the endpoint when the suite's teacher is
+        one. A resumed run asks the teacher nothing twice."""
         if isinstance(self.suite.teacher, Endpoint):
             return self.engine(self.suite.teacher, "teacher")
-        return self.engine(self.teacher().path if fine_tuned else self.teacher_init, "teacher")
+        model = self.teacher().path if fine_tuned else self.teacher_init
+        return self.engines.get(model, self.suite.backend, "teacher", remember=True)
 
     def teacher_usage(self) -> Usage:
         """What the teacher engines were asked (generation calls and tokens) since this context began."""

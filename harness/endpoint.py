@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
 
-from harness.cache import cache_dir, stable_hash
+from harness.cache import RequestCache, cache_dir, stable_hash
 from harness.engines import GENERATION, Generation, Usage
 from harness.errors import UserError
 from harness.registry import ENGINES
@@ -62,36 +61,6 @@ class Endpoint:
 
 class MalformedReply(Exception):
     """The server answered, but not with a reply this engine can read."""
-
-
-class RequestCache:
-    """Replies by request key, in one sqlite file; each reply is committed as soon as it is stored."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
-        self._db.commit()
-
-    def get(self, key: str) -> dict | None:
-        with self._lock:
-            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def put(self, key: str, reply: dict) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?)", (key, json.dumps(reply)))
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
 
 
 @ENGINES.register("openai")
@@ -137,12 +106,17 @@ class OpenAIEngine:
             replies = list(pool.map(self._answer, requests))  # after a failure, nothing new is sent
         return [[Generation.from_dict(g) for g in reply["generations"]] * (n if greedy else 1) for reply in replies]
 
-    def _request(self, prompt: str, sampling: dict, logprobs: bool, top_logprobs: int) -> dict:
+    def _request(self, prompt, sampling: dict, logprobs: bool, top_logprobs: int) -> dict:
+        """A prompt is a text, or for the chat API a conversation (a list of `{"role", "content"}` messages)."""
         if self.endpoint.api == "chat":
-            body = {"messages": [{"role": "user", "content": prompt}], **sampling}
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            body = {"messages": messages, **sampling}
             if logprobs or top_logprobs:
                 body.update(logprobs=True, top_logprobs=top_logprobs or None)
         else:
+            if not isinstance(prompt, str):
+                raise UserError(f"teacher endpoint {self.endpoint.url} uses the completions API, which takes text, not "
+                                "a conversation: set `api: chat` for the teacher")
             body = {"prompt": prompt, **sampling}
             if logprobs or top_logprobs:
                 body["logprobs"] = max(1, top_logprobs)

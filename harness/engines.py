@@ -125,6 +125,71 @@ def require(engine: Engine, capability: str, what: str) -> None:
                         f"{', '.join(sorted(engine.capabilities))}: use a local model (backend hf or vllm)")
 
 
+class CachedGenerations:
+    """A local engine whose generation calls are remembered on disk, like an endpoint's: a repeated or resumed run
+    asks the model nothing twice, and `usage` counts every call as if it were answered (so a method's teacher budget
+    is the same however often it was resumed). Everything else is the engine's own."""
+
+    def __init__(self, engine, identity: str, path):
+        from harness.cache import RequestCache
+
+        self.engine, self.identity = engine, identity
+        self.cache = RequestCache(path)
+        self.usage = Usage()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, prompts, **params) -> list[list[Generation]]:
+        def ask(missing):
+            fresh = self.engine.generate(missing, **params)
+            return [{"generations": [g.to_dict() for g in generations],
+                     "prompt_tokens": len(self.engine.encode_prompt(prompt, params.get("chat", False))),
+                     "completion_tokens": sum(len(g.token_ids) for g in generations)}
+                    for prompt, generations in zip(missing, fresh)]
+
+        replies = self._remembered(prompts, params, ask)
+        return [[Generation.from_dict(g) for g in reply["generations"]] for reply in replies]
+
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        """Log-likelihood requests (a white-box teacher checking a step) are remembered and counted too: each a
+        call whose tokens are all prompt tokens."""
+        def ask(missing):
+            values = self.engine.loglikelihood([tuple(r) for r in missing])
+            return [{"value": list(value), "completion_tokens": 0,
+                     "prompt_tokens": sum(map(len, self.engine.encode_pair(*request)))}
+                    for request, value in zip(missing, values)]
+
+        return [tuple(reply["value"]) for reply in self._remembered([list(r) for r in requests],
+                                                                     {"kind": "loglikelihood"}, ask)]
+
+    def _remembered(self, requests: list, params: dict, ask) -> list[dict]:
+        """The stored reply to each request; `ask` answers those never asked, and its replies are stored at once."""
+        from harness.cache import stable_hash
+
+        keys = [stable_hash({"model": self.identity, "prompt": r, **params}, length=32) for r in requests]
+        replies = [self.cache.get(k) for k in keys]
+        missing = [i for i, reply in enumerate(replies) if reply is None]
+        if missing:
+            started = time.perf_counter()
+            fresh = ask([requests[i] for i in missing])
+            share = round((time.perf_counter() - started) / len(missing), 4)
+            for i, reply in zip(missing, fresh):
+                replies[i] = {**reply, "seconds": share}
+                self.cache.put(keys[i], replies[i])
+            self.usage.sent += len(missing)
+        self.usage.cache_hits += len(requests) - len(missing)
+        for reply in replies:
+            self.usage.calls += 1
+            self.usage.prompt_tokens += reply["prompt_tokens"]
+            self.usage.completion_tokens += reply["completion_tokens"]
+            self.usage.seconds += reply["seconds"]
+        return replies
+
+    def close(self) -> None:
+        self.cache.close()  # the engine itself belongs to the pool
+
+
 class EnginePool:
     """Long-lived engines, one per (backend, model): a recipe asks `ctx.engine(...)` as often as it likes and the
     model loads once. Without a GPU at most one vLLM engine is alive (starting one closes the previous): each holds
@@ -137,7 +202,9 @@ class EnginePool:
         self._engines: dict[tuple[str, str], Engine] = {}
         self._roles: dict[tuple[str, str], set[str]] = defaultdict(set)
 
-    def get(self, model, backend: str, role: str = "", min_logprobs: int = 0) -> Engine:
+    def get(self, model, backend: str, role: str = "", min_logprobs: int = 0, remember: bool = False) -> Engine:
+        """The engine over `model`; with `remember`, a view of it whose generations are cached on disk
+        (`CachedGenerations`: what a teacher is asked; an endpoint caches its own)."""
         key = (backend, str(model))
         engine = self._engines.get(key)
         if engine is not None and getattr(engine, "max_logprobs", min_logprobs) < min_logprobs:
@@ -150,6 +217,16 @@ class EnginePool:
             options = {"max_logprobs": max(20, min_logprobs), **self.vllm_options} if backend == "vllm" else {}
             engine = self._engines[key] = make_engine(backend, model, **options) if backend == "openai" else \
                 make_engine(backend, model, dtype=self.dtype, **options)
+        if remember and backend != "openai":
+            from harness.cache import cache_dir
+            from harness.zoo import model_identity
+
+            view_key = (backend, str(model), "remembered")
+            if view_key not in self._engines:
+                identity = model_identity(Path(model))
+                self._engines[view_key] = CachedGenerations(engine, identity,
+                                                            cache_dir("requests") / f"{backend}-{identity}.sqlite")
+            key, engine = view_key, self._engines[view_key]
         self._roles[key].add(role)
         return engine
 
@@ -158,8 +235,9 @@ class EnginePool:
         return [engine for key, engine in self._engines.items() if role in self._roles[key]]
 
     def release(self, model, keep_role: str = "teacher") -> None:
-        """Close the engines over `model`, except those a recipe asked for in `keep_role`."""
-        for key in [k for k in self._engines if k[1] == str(model) and keep_role not in self._roles[k]]:
+        """Close the engines over `model`, except those a recipe asked for in `keep_role` (or viewed through)."""
+        keep = {k[:2] for k in self._engines if keep_role in self._roles[k]}
+        for key in [k for k in self._engines if k[1] == str(model) and len(k) == 2 and k not in keep]:
             self._close(key)
 
     def close(self) -> None:
@@ -167,8 +245,13 @@ class EnginePool:
             self._close(key)
 
     def _close(self, key) -> None:
-        self._engines.pop(key).close()
-        self._roles.pop(key, None)
+        """Close an engine, and the cached view over it (a view's key extends its engine's)."""
+        for view in [k for k in self._engines if k[:2] == key[:2] and k != key]:
+            self._engines.pop(view).close()
+            self._roles.pop(view, None)
+        if key in self._engines:
+            self._engines.pop(key).close()
+            self._roles.pop(key, None)
 
 
 def _has_gpu() -> bool:
@@ -189,15 +272,16 @@ class _Tokenising:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
-    def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
-        """A generation prompt's ids: as text, or as one user turn in the model's chat template."""
-        if not chat:
+    def encode_prompt(self, prompt, chat: bool = False) -> list[int]:
+        """A generation prompt's ids: text as it is, or through the model's chat template: a text as one user turn,
+        a list of messages (`{"role", "content"}`: a conversation) as it is."""
+        if not chat and isinstance(prompt, str):
             return self.encode(prompt)
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"the model has no chat template, so its prompts cannot be chats: set "
                             "`chat_template: false` in the suite")
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _count(self, prompts: list[list[int]], outputs: list[list[Generation]], started: float) -> None:

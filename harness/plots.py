@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.cache import atomic_path
 from harness.calibration import TS_SUFFIX, apply_temperature
-from harness.registry import FIGURES
+from harness.registry import FIGURES, TABLES
 from harness.store import Manifest, RunDir, read_cell
 
 if TYPE_CHECKING:
@@ -145,3 +145,10 @@ FigureFunction = Callable[[RunView], "Figure | None"]
 def register_figure(name: str) -> Callable[[FigureFunction], FigureFunction]:
     """Register `figures/<name>.<format>` (see the module docstring)."""
     return FIGURES.register(name)
+
+
+def register_table(name: str):
+    """Register `tables/<name>.csv` (and a section of report.html): a function of a `RunView` returning a pandas
+    DataFrame, or None when the run has nothing to show. Methods register theirs beside their figures."""
+    return TABLES.register(name)
+

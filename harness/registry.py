@@ -5,6 +5,8 @@
     @ENGINES.register("hf")                  class HFEngine: ...
     @FORMATS.register("letter")              class LetterFormat(Format): ...
     @FIGURES.register("first_ece_vs_c")      def ece_vs_c(view) -> Figure | None: ...
+    @TABLES.register("elad_budget")          def budget(view) -> DataFrame | None: ...
+    @SELECTORS.register("egss") / @ANNOTATORS.register("clear")   ELAD's pluggable parts
 
 The registries live in the core, so every layer can register into them without importing the layers above it:
 the recipes in `baselines/` register methods and their figures, `tasks/` its loaders, the core its engines and
@@ -67,3 +69,6 @@ LOADERS: Registry = Registry("task source", "write `source: <loader>:<argument>`
 ENGINES: Registry = Registry("backend")
 FORMATS: Registry = Registry("scoring format")
 FIGURES: Registry = Registry("figure")
+TABLES: Registry = Registry("table")
+SELECTORS: Registry = Registry("selector", "ELAD's question selectors: egss, random, max_entropy, ...")
+ANNOTATORS: Registry = Registry("annotator", "ELAD's annotators: clear, teacher_cot")

@@ -143,6 +143,9 @@ def _run_cells(suite, run: RunDir, all_tasks: list[Task], methods: dict, engines
                 started = time.perf_counter()
                 ctx = context(method, seed)
                 artifact = method.fit(ctx)
+                for label, student in artifact.rounds.items():  # a method in rounds: each earlier student is a row
+                    _score_round(manifest, run, method, f"{name}@{label}", seed, student, by_name, engines,
+                                 suite.backend, log)
                 usage = ctx.teacher_usage()
                 previous = manifest.methods[name].runs.get(seed)
                 entry = manifest.methods[name].runs[seed] = SeedRun(
@@ -156,6 +159,18 @@ def _run_cells(suite, run: RunDir, all_tasks: list[Task], methods: dict, engines
     finally:
         engines.close()
     return build_report(run.path)
+
+
+def _score_round(manifest: Manifest, run: RunDir, method, name: str, seed: int, student, tasks: dict[str, Task],
+                 engines: EnginePool, backend: str, log) -> None:
+    main = manifest.methods[method.spec.name]
+    entry = manifest.methods.setdefault(name, MethodEntry(method=main.method, module=main.module, params=main.params,
+                                                          round_of=method.spec.name))
+    entry.runs[seed] = SeedRun(checkpoint=str(student.path), cost=student.cost, tasks=sorted(tasks))
+    run.save(manifest)
+    cells = [c for c in manifest.cells_of(name, seed, tasks) if not run.has_cell(c)]
+    if cells:
+        _score_cells(method, student.path, cells, tasks, run, engines, backend, log)
 
 
 def _check_models(suite: Suite, methods: dict) -> None:

@@ -28,7 +28,7 @@ from harness.errors import UserError
 SCHEMA = 2
 SPLITS = ("test", "val")
 PREDICTION_COLUMNS = ("example_id", "gold", "pred", "confidence", "probs", "correct")
-METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # no `+` (the `+ts` rows), no `/`, no `__`
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")  # no `+` (the `+ts` rows), no `/`, no `__`; `@r1`: a round
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _CELL = re.compile(r"^(?P<method>.+?)__(?P<task>.+)__s(?P<seed>\d+)$")
 
@@ -73,6 +73,7 @@ class MethodEntry(_Model):
     module: str | None = None  # the module that defines it: imported again to draw its figures
     params: dict[str, Any] = {}
     reference: bool = False  # a reference row (the prior): scored on test splits only, marked in reports
+    round_of: str | None = None  # `elad@r1` is a round of `elad`: an earlier student of a method in rounds
     runs: dict[int, SeedRun] = {}
 
 
@@ -231,7 +232,7 @@ def check_name(kind: str, name: str) -> None:
     """Method and task names become file names: letters, digits, `.`, `_`, `-` (no `+`, `/` or `__`)."""
     pattern = METHOD_NAME if kind == "method" else TASK_NAME
     if not isinstance(name, str) or not pattern.match(name) or "__" in name:
-        allowed = "letters, digits, '.', '_' and '-'" if kind == "method" else "letters, digits, '_' and '-'"
+        allowed = "letters, digits, '.', '_', '@' and '-'" if kind == "method" else "letters, digits, '_' and '-'"
         raise UserError(f"{kind} name {name!r} cannot name a file: use {allowed}, not starting with a symbol and "
                         "without '__'")
 

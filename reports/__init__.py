@@ -93,6 +93,7 @@ def build_report(run_dirs, out: str | Path | None = None) -> Path:
     from reports.intervals import bootstrap
     from reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
     from reports.merge import load_runs
+    from reports.tables import method_tables, table_csv
 
     run_dirs = _run_list(run_dirs)
     out = _out_dir(run_dirs, out)
@@ -111,8 +112,10 @@ def build_report(run_dirs, out: str | Path | None = None) -> Path:
         "costs.csv": cost_table(manifest).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
         "comparison.csv": comparison.to_csv(index=False, lineterminator="\n", float_format="%.10g"),
     }
+    tables = method_tables(RunDir(out), manifest, results)
+    files.update({f"tables/{name}.csv": table_csv(table) for name, table in tables.items()})
     figures = _figures(run_dirs, out, manifest, results)
-    files["report.html"] = render_html(manifest, results, frame, comparison, figures)
+    files["report.html"] = render_html(manifest, results, frame, comparison, figures, tables)
     for name, text in files.items():
         write_text(out / name, text)
     return out / "report.html"

@@ -259,8 +259,23 @@ def _versions_html(manifest: Manifest) -> str:
     return "\n".join(out)
 
 
+def tables_html(tables: dict[str, pd.DataFrame]) -> str:
+    """The tables methods register (`tables/<name>.csv`), each with its docstring's first paragraph as caption."""
+    from harness.registry import TABLES
+
+    out = []
+    for name, table in tables.items():
+        doc = (TABLES.get(name).__doc__ or "").strip().split("\n\n")[0]
+        head = [str(c) for c in table.columns]
+        rows = ["<tr>" + "".join(_num(v, f"{v:.4g}") if isinstance(v, float) else f"<td>{_esc(v)}</td>"
+                                 for v in row) + "</tr>" for row in table.itertuples(index=False)]
+        out += [f"<h3>{_esc(name)}</h3>", f"<p>{_esc(' '.join(doc.split()))} Also in <code>tables/{_esc(name)}.csv"
+                "</code>.</p>", _table(f"table-{name}", head, rows)]
+    return "\n".join(["<h2>Method tables</h2>", *out]) if out else ""
+
+
 def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, comparison: pd.DataFrame,
-                figures) -> str:
+                figures, tables: dict | None = None) -> str:
     """The whole report as one HTML string, from the (merged) manifest, results, leaderboard frame and figures."""
     title = f"trustbench report: {suite_name(results)}"
     methods = list(dict.fromkeys(frame["method"]))  # rank order
@@ -282,6 +297,7 @@ def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, 
         f"<p>{_prose(FOOTNOTE)}</p>",
         comparison_html(comparison),
         costs_html(manifest),
+        tables_html(tables or {}),
         "<h2>Per task</h2>",
         "<p>Each task's rows (one per method x seed; fractions with 95% bootstrap CIs over test examples) and its "
         "reliability diagrams (bars: accuracy per confidence bin; red line: mean confidence per bin; dashed: "

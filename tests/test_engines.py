@@ -117,3 +117,22 @@ def test_vllm_and_hf_give_same_predictions_and_ece(hf_engine, vllm_engine, smoke
 def test_vllm_generates(vllm_engine):
     texts = vllm_engine.generate(["the sum of 2 and 3 is"], max_tokens=5, temperature=0.0, n=1)
     assert len(texts) == 1 and len(texts[0]) == 1 and isinstance(texts[0][0].text, str)
+
+
+def test_a_remembered_engine_answers_a_repeat_from_disk_and_counts_it(hf_engine, tmp_path):
+    """The teacher's view for methods in rounds: generations and log-likelihoods are stored as they are answered,
+    a second view over the same file (a resumed run) asks the model nothing, and both count the same budget."""
+    from harness.engines import CachedGenerations
+
+    first = CachedGenerations(hf_engine, "tiny", tmp_path / "requests.sqlite")
+    texts = first.generate(["the sum of 2 and 3 is"], max_tokens=5)
+    values = first.loglikelihood(REQUESTS[:2])
+    assert values == hf_engine.loglikelihood(REQUESTS[:2])
+    assert (first.usage.calls, first.usage.sent, first.usage.cache_hits) == (3, 3, 0)
+    first.close()
+    again = CachedGenerations(hf_engine, "tiny", tmp_path / "requests.sqlite")
+    assert again.generate(["the sum of 2 and 3 is"], max_tokens=5) == texts
+    assert again.loglikelihood(REQUESTS[:2]) == values
+    assert (again.usage.calls, again.usage.sent, again.usage.cache_hits) == (3, 0, 3)
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens > 0
+    assert again.generate(["the sum of 2 and 3 is"], max_tokens=6) != [] and again.usage.sent == 1  # new params
