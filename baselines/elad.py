@@ -259,9 +259,26 @@ def _same(a: str, b: str) -> bool:
 @ANNOTATORS.register("teacher_cot")
 def teacher_cot(teacher, fmt: CotFormat, items: list[Explained], params: dict, chat: bool) -> list[Annotation]:
     """The teacher writes the whole explanation and the answer itself."""
-    prompts = [f"{CHAT_INSTRUCTION}\n\n{fmt.question(i.example)}" if chat else fmt.prompt(i.example) for i in items]
-    texts = [g[0].text for g in teacher.generate(prompts, max_tokens=fmt.max_new_tokens + ANSWER_TOKENS)]
+    if chat:
+        prompts = [f"{CHAT_INSTRUCTION}\n\n{fmt.question(i.example)}" for i in items]
+        texts = [g[0].text for g in teacher.generate(prompts, max_tokens=fmt.max_new_tokens + ANSWER_TOKENS)]
+    else:
+        texts = write_to_answer(teacher, fmt, [fmt.prompt(i.example) for i in items])
     return [Annotation(i.example, *parse_explanation(t, params["step_splitter"])) for i, t in zip(items, texts)]
+
+
+def write_to_answer(teacher, fmt: CotFormat, contexts: list[str]) -> list[str]:
+    """A local teacher's reasoning from each context up to its "Answer:", then its answer line: two generations, as
+    cot scoring reads a model, so no budget is spent past the answer (a fine-tuned model does not stop there). A
+    reasoning that runs out of tokens before "Answer:" is returned as it is: without an answer, unparsable."""
+    reasoning = [g[0] for g in teacher.generate(contexts, max_tokens=fmt.max_new_tokens, stop=[ANSWER])]
+    finished = [k for k, g in enumerate(reasoning) if g.stopped_by == ANSWER]
+    answers = teacher.generate([contexts[k] + reasoning[k].text + ANSWER for k in finished], max_tokens=ANSWER_TOKENS,
+                               stop=["\n"]) if finished else []
+    texts = [g.text for g in reasoning]
+    for k, answer in zip(finished, answers):
+        texts[k] += ANSWER + answer[0].text
+    return texts
 
 
 @ANNOTATORS.register("clear")
@@ -293,8 +310,7 @@ def clear_local(teacher, fmt: CotFormat, items: list[Explained], params: dict) -
                 if step + 1 < len(items[k].steps):
                     still.append(k)
         active, step = still, step + 1
-    contexts = [_step_context(p, a) for p, a in zip(prompts, accepted)]
-    rests = [g[0].text for g in teacher.generate(contexts, max_tokens=fmt.max_new_tokens + ANSWER_TOKENS)]
+    rests = write_to_answer(teacher, fmt, [_step_context(p, a) for p, a in zip(prompts, accepted)])
     annotations = []
     for item, kept, rest in zip(items, accepted, rests):
         steps, answer = parse_explanation(rest, params["step_splitter"])

@@ -93,20 +93,26 @@ def test_split_steps(text, splitter, steps):
 
 
 class Scripted:
-    """An engine whose every generation is `script(prompt, stop, n)`: a text, or a list of n texts. Answer tokens
-    get log-prob log(0.5) each and stop at "\\n" like a real one; requests are recorded."""
+    """An engine whose every generation is `script(prompt, stop, n)`: a text, a list of n texts, or a Generation.
+    A text ends at the first stop string, as if the model wrote it next; each token gets log-prob log(0.5).
+    Requests are recorded (`calls`: prompt and stop strings)."""
 
     def __init__(self, script):
-        self.script, self.asked, self.tokenizer = script, [], None
+        self.script, self.calls, self.tokenizer = script, [], None
+
+    @property
+    def asked(self) -> list:
+        return [prompt for prompt, _ in self.calls]
 
     def generate(self, prompts, max_tokens=64, temperature=0.0, top_p=1.0, n=1, seed=0, stop=(), logprobs=False,
                  top_logprobs=0, chat=False):
-        self.asked += [list(p) if isinstance(p, list) else p for p in prompts]  # a conversation as asked
+        self.calls += [(list(p) if isinstance(p, list) else p, tuple(stop)) for p in prompts]  # a chat as asked
         out = []
         for prompt in prompts:
             texts = self.script(prompt, tuple(stop), n)
-            texts = [texts] if isinstance(texts, str) else texts
-            out.append([Generation(t, tuple(range(len(t.split()) + 1)), (math.log(0.5),) * (len(t.split()) + 1)
+            texts = texts if isinstance(texts, list) else [texts]
+            out.append([t if isinstance(t, Generation) else
+                        Generation(t, tuple(range(len(t.split()) + 1)), (math.log(0.5),) * (len(t.split()) + 1)
                                    if logprobs else None, finish_reason="stop", stopped_by=stop[0] if stop else None)
                         for t in texts])
         return out
@@ -140,13 +146,15 @@ TEACHER_STEPS = ["3 + 4 = 7", "7 + 2 = 9"]
 
 
 def local_teacher_script(prompt, stop, n):
-    """A white-box teacher that, after its prompt and k accepted steps, writes its step k+1 (stop "\\n"), or the
-    rest of its explanation and its answer."""
+    """A white-box teacher that, after its prompt and k accepted steps, writes its step k+1 (a check: stop "\\n"),
+    or the rest of its steps (stop "Answer:"), and after "Answer:" its answer."""
+    if prompt.endswith(ANSWER):
+        return " 9"
     done = len(split_steps(prompt.split(FMT.REASONING, 1)[1]))
+    lead = " " if done == 0 else ""
     if stop == ("\n",):
-        return (" " if done == 0 else "") + (TEACHER_STEPS[done] if done < len(TEACHER_STEPS) else "Answer: 9")
-    rest = TEACHER_STEPS[done:]
-    return (" " if done == 0 else "") + "".join(step + "\n" for step in rest) + "Answer: 9"
+        return lead + (TEACHER_STEPS[done] if done < len(TEACHER_STEPS) else "Answer: 9")
+    return lead + "".join(step + "\n" for step in TEACHER_STEPS[done:])
 
 
 class LikelihoodTeacher(Scripted):
@@ -186,8 +194,10 @@ def test_clear_with_a_local_teacher_keeps_the_accepted_prefix_and_writes_the_res
         assert annotation.steps == revised and annotation.answer == "9" and annotation.accepted == accepted
     # steps checked: both of the first, one of the second, two of the third, none of the empty one; then one
     # continuation per question
-    checks = teacher.scored if check == "likelihood" else teacher.asked[:-4]
-    assert len(checks) == 5 and len(teacher.asked) == (4 if check == "likelihood" else 9)
+    checks = teacher.scored if check == "likelihood" else [p for p, stop in teacher.calls if stop == ("\n",)
+                                                            and not p.endswith(ANSWER)]
+    writes = [stop for prompt, stop in teacher.calls if stop != ("\n",) or prompt.endswith(ANSWER)]
+    assert len(checks) == 5 and writes == [(ANSWER,)] * 4 + [("\n",)] * 4  # the rest to "Answer:", then the answer
 
 
 def chat_teacher(replies: dict[int, list[str]]):
@@ -220,13 +230,20 @@ def test_clear_with_a_chat_teacher_follows_the_posters_conversation():
 
 
 def test_teacher_cot_and_the_keep_rule():
-    teacher = Scripted(lambda prompt, stop, n: " 3 + 4 = 7\n7 + 2 = 9\nAnswer: 9")
-    right, wrong = teacher_cot(teacher, FMT, [Explained(question(0), [], None, 0), Explained(question(1, "8"), [],
-                                                                                            None, 0)], PARAMS, False)
+    def script(prompt, stop, n):
+        if "Question 2" in prompt:  # runs out of tokens before "Answer:"
+            return Generation(" 3 + 4 = 7\n7 +", finish_reason="length")
+        return " 9" if prompt.endswith(ANSWER) else " 3 + 4 = 7\n7 + 2 = 9\n"
+
+    teacher = Scripted(script)
+    right, wrong, unfinished = teacher_cot(teacher, FMT, [Explained(question(i, gold), [], None, 0) for i, gold in
+                                                          enumerate(["9", "8", "9"])], PARAMS, False)
     assert right.steps == TEACHER_STEPS and right.answer == "9"
     assert [right.status("correct"), wrong.status("correct"), wrong.status("all")] == ["kept", "dropped", "kept"]
     assert right.as_example().rationale == "3 + 4 = 7\n7 + 2 = 9" and right.as_example().gold == "9"
-    assert teacher.asked == [FMT.prompt(question(0)), FMT.prompt(question(1))]
+    assert teacher.asked == [FMT.prompt(question(i)) for i in range(3)] + [
+        FMT.prompt(question(i)) + " 3 + 4 = 7\n7 + 2 = 9\n" + ANSWER for i in range(2)]  # no answer asked of the third
+    assert unfinished.answer is None and unfinished.status("all") == "unparsable"
     assert Annotation(question(0), [], None).status("all") == "unparsable"
 
 
