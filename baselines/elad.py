@@ -42,6 +42,7 @@ resumes without asking the teacher anything twice; the budget axis is teacher ca
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections import Counter
@@ -482,8 +483,6 @@ class Elad(Method):
             ctx.engines.release(checkpoint)
 
     def _round_record(self, ctx, r, items, scores, terms, picked, spent) -> dict:
-        import json
-
         folder = ctx.round_dir(r) if ctx.run else None
         if folder:
             rows = [{"id": i.example.id, "answer": i.answer, "steps": len(i.steps), "score": float(scores[k]),
