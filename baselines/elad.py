@@ -461,6 +461,8 @@ class Elad(Method):
         ctx.log(f"{ctx.spec.name}: {when}: the teacher explained {len(items)} questions: {statuses['kept']} kept, "
                 f"{statuses['dropped']} with a wrong answer dropped, {statuses['unparsable']} without an answer")
         self._last_counts = {k: statuses[k] for k in ("kept", "dropped", "unparsable")}
+        # CLEAR: how many of the student's steps the teacher accepted, per question (None: it wrote them all)
+        self._last_counts["accepted_steps"] = [a.accepted for a in annotations]
         return [a.as_example() for a in annotations if a.status(self.settings["keep"]) == "kept"]
 
     def _train(self, ctx: Context, fmt, annotated: list[Example], r: int, previous) -> StudentArtifact:

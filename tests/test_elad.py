@@ -285,6 +285,8 @@ def test_every_round_is_a_scored_cell_with_the_teacher_budget_spent_before_it(tm
     record = manifest.methods["elad"].runs[0].records["elad"]
     assert [r["budget_before"]["teacher_calls"] for r in record["rounds"]] == [4, 8]
     assert record["final_budget"]["teacher_calls"] == 12 and [r["pool_left"] for r in record["rounds"]] == [36, 32]
+    assert [r["accepted_steps"] for r in record["rounds"]] == [[None] * 4] * 2  # teacher CoT accepts no student step
+    assert all(r["kept"] + r["dropped"] + r["unparsable"] == 4 for r in record["rounds"])
     picked = [pd.read_json(f, lines=True) for f in sorted((out / "rounds").rglob("selection.jsonl"))]
     assert [len(p) for p in picked] == [36, 32] and all(p.picked.sum() == 4 for p in picked)
 
