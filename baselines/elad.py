@@ -527,7 +527,7 @@ def budget_curves(view: RunView):
 def budget_table(view: RunView):
     """Per ELAD variant: accuracy and ECE by round with the teacher budget (means over seeds), the area under the
     accuracy-budget curve (trapezoids over teacher tokens, divided by the budget range), and the budget at which
-    ID accuracy first reaches 90% of full-data distillation (`cot_distill`), when the run has it."""
+    accuracy first reaches 90% of full-data distillation (`cot_distill`), when the run has it and it clears chance."""
     import pandas as pd
 
     curves = budget_curves(view)
@@ -535,7 +535,10 @@ def budget_table(view: RunView):
         return None
     means = curves.groupby(["variant", "domain", "round"], as_index=False)[["teacher_tokens", "teacher_calls", "acc",
                                                                             "ece"]].mean()
-    distilled = view.results[view.results["method"] == "cot_distill"].groupby("domain")["acc"].mean()
+    full_rows = view.results[view.results["method"] == "cot_distill"]
+    distilled = full_rows.groupby("domain")["acc"].mean()
+    if "at_chance" in full_rows:  # a full-pool student at chance sets no target: 90% of noise is not a budget
+        distilled[full_rows.groupby("domain")["at_chance"].any()] = 0.0
     rows = []
     for (variant, domain), part in means.groupby(["variant", "domain"]):
         part = part.sort_values("round")

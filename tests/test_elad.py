@@ -381,6 +381,9 @@ def test_the_budget_table_integrates_accuracy_over_tokens_and_finds_the_90_perce
     assert ident.acc_budget_area == pytest.approx(0.405)
     assert ident.tokens_to_90pct_full == 500  # 90% of the full-pool 50% is 45%: first reached after 500 tokens
     assert pd.isna(table.loc["ood"].tokens_to_90pct_full)  # no full-pool student was scored OOD
+    view = synthetic_view()
+    view.results["at_chance"] = view.results["method"] == "cot_distill"
+    assert pd.isna(elad.budget_table(view).set_index("domain").loc["id"].tokens_to_90pct_full)  # no target at chance
 
 
 def test_the_main_table_has_the_posters_layout():
