@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from baselines.base import GENERATION, Context, Method, StudentArtifact, register_method
-from baselines.elad import Explained, teacher_cot
-from harness.endpoint import Endpoint
+from baselines.elad import Explained, pool_tasks, teacher_chats, teacher_cot
 from harness.errors import UserError
-from harness.scoring import CotFormat
 
 
 @register_method("cot_distill")
@@ -30,13 +28,11 @@ class CotDistill(Method):
 
     def check(self, ctx: Context) -> None:
         super().check(ctx)
-        if not [e for t in ctx.tasks if isinstance(t.format, CotFormat) for e in t.splits.pool]:
-            raise UserError(f"method {self.spec.name!r} needs a chain-of-thought ID task with a pool of questions: "
-                            "give the suite a `format: cot` ID task and `pool: N` in its sizes")
+        pool_tasks(ctx, self.spec.name)
 
     def fit(self, ctx: Context) -> StudentArtifact:
-        pool = [e for t in ctx.tasks if isinstance(t.format, CotFormat) for e in t.splits.pool]
-        chat = isinstance(ctx.suite.teacher, Endpoint) or ctx.suite.chat_template
+        pool = [e for t in pool_tasks(ctx, self.spec.name) for e in t.splits.pool]
+        chat = teacher_chats(ctx)
         annotations = teacher_cot(ctx.teacher_engine(), ctx.format_of(pool[0]),
                                   [Explained(e, [], None, 0.0) for e in pool], self.settings, chat)
         statuses = Counter(a.status(self.settings["keep"]) for a in annotations)

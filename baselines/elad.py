@@ -384,6 +384,25 @@ def _rest_and_answer(text: str, splitter: str) -> tuple[list[str], str | None]:
 # ---------------------------------------------------------------------------------------------- the method
 
 
+def pool_tasks(ctx: Context, method: str) -> list:
+    """The open-answer chain-of-thought ID tasks with a pool of questions a teacher may explain (one line when the
+    suite has none: answers are read as numbers, so a task with options is refused too)."""
+    tasks = [t for t in ctx.tasks if isinstance(t.format, CotFormat) and t.splits.pool]
+    if not tasks:
+        raise UserError(f"method {method!r} needs a chain-of-thought ID task with a pool of questions: give the suite "
+                        "a `format: cot` ID task and `pool: N` in its sizes")
+    if any(e.choices for t in tasks for e in t.splits.pool[:1]):
+        raise UserError(f"method {method!r} reads a number after 'Answer:'; its ID task {tasks[0].name!r} has "
+                        "options: give it an open-answer cot task (reasoning-gym)")
+    return tasks
+
+
+def teacher_chats(ctx: Context) -> bool:
+    """Whether the teacher is asked in chat turns: an endpoint, or a local model through its chat template."""
+    return isinstance(ctx.suite.teacher, Endpoint) or ctx.suite.chat_template
+
+
+
 @register_method("elad")
 class Elad(Method):
     params = tuple(DEFAULTS)
@@ -411,13 +430,7 @@ class Elad(Method):
 
     def check(self, ctx: Context) -> None:
         super().check(ctx)
-        tasks = [t for t in ctx.tasks if isinstance(t.format, CotFormat) and t.splits.pool]
-        if not tasks:
-            raise UserError(f"method {self.spec.name!r} needs a chain-of-thought ID task with a pool of questions: "
-                            "give the suite a `format: cot` ID task and `pool: N` in its sizes")
-        if any(e.choices for t in tasks for e in t.splits.pool[:1]):
-            raise UserError(f"method {self.spec.name!r} reads a number after 'Answer:'; its ID task "
-                            f"{tasks[0].name!r} has options: give it an open-answer cot task (reasoning-gym)")
+        tasks = pool_tasks(ctx, self.spec.name)
         s, size = self.settings, sum(len(t.splits.pool) for t in tasks)
         if s["n0"] + s["R"] * s["B"] > size:
             raise UserError(f"method {self.spec.name!r}: n0 + R x B = {s['n0'] + s['R'] * s['B']} questions, more "
@@ -425,12 +438,12 @@ class Elad(Method):
 
     def fit(self, ctx: Context) -> StudentArtifact:
         s = self.settings
-        pool = [e for t in ctx.tasks if isinstance(t.format, CotFormat) for e in t.splits.pool]
+        pool = [e for t in pool_tasks(ctx, self.spec.name) for e in t.splits.pool]
         fmt = ctx.format_of(pool[0])
         rng = np.random.default_rng(ctx.seed)
         order = rng.permutation(len(pool))
         teacher = ctx.teacher_engine()
-        chat = isinstance(ctx.suite.teacher, Endpoint) or ctx.suite.chat_template
+        chat = teacher_chats(ctx)
         seed_items = [Explained(pool[i], [], None, 0.0) for i in order[:s["n0"]]]
         annotated = self._annotate(ANNOTATORS.get("teacher_cot"), teacher, fmt, seed_items, chat, ctx, "seed")
         remaining = [pool[i] for i in order[s["n0"]:]]

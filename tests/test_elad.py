@@ -337,6 +337,7 @@ BAD = "teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [%s, s
     ("smoke_cot_id", "{method: elad, selector: nonsense}", "nonsense"),
     ("smoke_cot_id", "{method: elad, refit: sometimes}", "refit must be one of scratch, continue"),
     ("smoke_id", "{method: elad}", "needs a chain-of-thought ID task with a pool"),
+    ("smoke_id", "{method: cot_distill}", "needs a chain-of-thought ID task with a pool"),
 ])
 def test_bad_parameters_are_one_line_errors_before_anything_is_written(tmp_path, monkeypatch, capsys, task, method,
                                                                       message):
