@@ -15,7 +15,8 @@ from harness.errors import UserError
 from harness.registry import METHODS
 
 BUILTIN_MODULES = ("baselines.prior", "baselines.teacher", "baselines.zeroshot", "baselines.finetune",
-                   "baselines.kd", "baselines.first", "baselines.elad", "baselines.cot_distill", "baselines.load")
+                   "baselines.kd", "baselines.first", "baselines.elad", "baselines.cot_distill", "baselines.dualchecker",
+                   "baselines.load")
 REFERENCES = ("prior",)  # reference rows every run scores, whatever its suite names
 
 __all__ = ["BUILTIN_MODULES", "REFERENCES", "Context", "Method", "StudentArtifact", "available", "build", "load_builtins",

@@ -14,11 +14,10 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from harness.errors import UserError
-from harness.metrics import _ragged
+from harness.metrics import OPEN_ANSWER, _ragged
 
 T_MIN, T_MAX = 0.05, 20.0
 TS_SUFFIX = "+ts"  # a method's results row after temperature scaling: `finetune+ts`
-OPEN_ANSWER = "gold_answer"  # the column that marks open-answer predictions (see harness.scoring)
 _LOG_FLOOR = np.finfo(np.float64).tiny
 
 

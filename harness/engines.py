@@ -700,3 +700,24 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+def embed_texts(model_path: str | Path, texts: Sequence[str], batch_size: int = 16, max_length: int = 256) -> np.ndarray:
+    """Sentence embeddings from a local model: its last hidden states mean-pooled over each text's tokens, unit
+    length (cosine similarity is then a dot product). No download: any causal LM or encoder folder works."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModel.from_pretrained(model_path, dtype=torch.float32).eval()
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
+    vectors = np.concatenate(rows) if rows else np.zeros((0, 1))
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -14,6 +14,7 @@ The binned metrics (`ece`, `mce`, `reliability_table`) place bins exactly like n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -21,7 +22,8 @@ import pandas as pd
 
 from harness.errors import UserError
 
-METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap")
+OPEN_ANSWER = "gold_answer"  # the column that marks open-answer predictions (see harness.scoring)
+METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap", "macro_f1")
 
 _EPS = np.finfo(np.float64).eps
 _NLL_FLOOR = 1e-12
@@ -241,6 +243,17 @@ def conf_gap(confidence, correct) -> float:
     return float(conf.mean() - corr.mean())
 
 
+def macro_f1(pred, gold) -> float:
+    """Macro-averaged F1: the unweighted mean over classes of 2TP / (2TP + FP + FN), over the classes that appear
+    in `gold` or `pred` (sklearn's `f1_score(average="macro")`); a class never predicted scores 0. Range [0, 1],
+    higher is better. Unlike accuracy it is not carried by the majority class: a constant predictor on k classes
+    scores at most 1/k. The DualChecker paper reports it."""
+    pred_v, gold_v = _vector(pred, "pred"), _vector(gold, "gold")
+    if pred_v.shape != gold_v.shape:
+        raise UserError(f"pred has {pred_v.size} values but gold has {gold_v.size}: pass one of each per example")
+    return float(_macro_f1_rows(pred_v.astype(np.int64)[None], gold_v.astype(np.int64)[None])[0])
+
+
 def most_frequent_share(values) -> float:
     """The share of the most frequent value. Range (0, 1]. Of the gold labels, it is the majority rate: what always
     guessing the commonest answer scores, the chance level an accuracy must clear to mean anything. Of a model's
@@ -315,8 +328,21 @@ def reliability_table(confidence, correct, bins: int = 10, equal_mass: bool = Fa
 # ------------------------------------------------------------------------------------- summary + bootstrap
 
 
-def _columns(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate a predictions frame; return (confidence, correct, per-example brier, per-example nll)."""
+@dataclass(frozen=True)
+class Columns:
+    """A validated predictions frame as arrays: confidence, correctness, per-example Brier and NLL terms, and the
+    predicted and gold class of each example (None for open-answer rows, where classes are not labels)."""
+
+    conf: np.ndarray
+    corr: np.ndarray
+    brier: np.ndarray
+    nll: np.ndarray
+    pred: np.ndarray | None
+    gold: np.ndarray | None
+
+
+def _columns(predictions: pd.DataFrame) -> Columns:
+    """Validate a predictions frame and return its arrays."""
     if not isinstance(predictions, pd.DataFrame):
         raise UserError(f"predictions must be a pandas DataFrame, got {type(predictions).__name__}")
     missing = [c for c in ("gold", "confidence", "probs", "correct") if c not in predictions.columns]
@@ -339,21 +365,43 @@ def _columns(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
     conf, corr = _pair(conf, predictions["correct"].to_numpy(dtype=float))
     gold = predictions["gold"].to_numpy()
     probs = list(predictions["probs"])
-    return conf, corr, _brier_terms(probs, gold), _nll_terms(probs, gold)
+    labelled = "pred" in predictions and OPEN_ANSWER not in predictions
+    return Columns(conf, corr, _brier_terms(probs, gold), _nll_terms(probs, gold),
+                   predictions["pred"].to_numpy(dtype=np.int64) if labelled else None,
+                   gold.astype(np.int64) if labelled else None)
 
 
-def _block_metrics(conf_rows, corr_rows, brier_rows, nll_rows, bins: int, equal_mass: bool) -> dict:
+def _macro_f1_rows(pred_rows: np.ndarray, gold_rows: np.ndarray) -> np.ndarray:
+    """Macro-F1 per row over the classes present in that row's gold or predicted labels (as sklearn's
+    `f1_score(average="macro")` chooses its labels); a class never predicted has F1 0."""
+    scores, present = [], []
+    for label in np.union1d(np.unique(pred_rows), np.unique(gold_rows)):
+        predicted, actual = pred_rows == label, gold_rows == label
+        tp = (predicted & actual).sum(axis=1)
+        wrong = (predicted ^ actual).sum(axis=1)  # false positives + false negatives
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores.append(np.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong), 0.0))
+        present.append(tp + wrong > 0)
+    scores, present = np.array(scores), np.array(present)
+    return (scores * present).sum(axis=0) / present.sum(axis=0)
+
+
+def _block_metrics(cols: Columns, index: np.ndarray, bins: int, equal_mass: bool) -> dict:
+    """Every metric on each row of `index` (resamples of example indices, one per row)."""
+    conf_rows, corr_rows = cols.conf[index], cols.corr[index]
     ece_r, mce_r = _ece_mce_rows(conf_rows, corr_rows, bins, equal_mass)
     auroc_r, aurc_r = _ranking_rows(conf_rows, corr_rows)
     return {
         "acc": corr_rows.mean(axis=1),
         "ece": ece_r,
         "mce": mce_r,
-        "brier": brier_rows.mean(axis=1),
-        "nll": nll_rows.mean(axis=1),
+        "brier": cols.brier[index].mean(axis=1),
+        "nll": cols.nll[index].mean(axis=1),
         "auroc": auroc_r,
         "aurc": aurc_r,
         "conf_gap": conf_rows.mean(axis=1) - corr_rows.mean(axis=1),
+        "macro_f1": (np.full(len(index), np.nan) if cols.pred is None
+                     else _macro_f1_rows(cols.pred[index], cols.gold[index])),
     }
 
 
@@ -381,9 +429,9 @@ def summarize(
         raise UserError(f"n_boot must be a non-negative integer, got {n_boot!r}: use e.g. n_boot=1000")
     if not 0 < alpha < 1:
         raise UserError(f"alpha must be in (0, 1), got {alpha!r}: use alpha=0.05 for 95% intervals")
-    conf, corr, brier_t, nll_t = _columns(predictions)
-    n = conf.size
-    point = _block_metrics(conf[None], corr[None], brier_t[None], nll_t[None], bins, bool(equal_mass))
+    cols = _columns(predictions)
+    n = cols.conf.size
+    point = _block_metrics(cols, np.arange(n)[None], bins, bool(equal_mass))
     out: dict = {"n": int(n)}
 
     draws = {m: np.empty(int(n_boot)) for m in METRICS}
@@ -392,7 +440,7 @@ def summarize(
     for lo in range(0, int(n_boot), block):
         rows = min(block, int(n_boot) - lo)
         idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
-        got = _block_metrics(conf[idx], corr[idx], brier_t[idx], nll_t[idx], bins, bool(equal_mass))
+        got = _block_metrics(cols, idx, bins, bool(equal_mass))
         for m in METRICS:
             draws[m][lo : lo + rows] = got[m]
 

@@ -243,3 +243,47 @@ def intact(folder: Path) -> bool:
         return False
     _VERIFIED.add(folder)
     return True
+
+
+class OnlineLearner:
+    """A student that learns from a stream, a few examples at a time (DualChecker's student checker): AdamW over
+    the whole model, one optimiser step per buffer per epoch, cross-entropy on the target tokens as `finetune`.
+    Deterministic for a seed. It lives in memory; the final student of a recipe is trained by `finetune`."""
+
+    def __init__(self, model_path: Path, config: TrainConfig, seed: int):
+        torch.manual_seed(seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.collate = LeftPadCollator(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                                       else self.tokenizer.eos_token_id)
+        self.max_length = config.max_length
+        self.steps = 0
+
+    def step(self, pairs: Sequence[tuple[str, str]]) -> float:
+        """One optimiser step on `pairs` (one batch); returns the loss."""
+        self.model.train()
+        batch = self.collate(encode_pairs(self.tokenizer, pairs, self.max_length))
+        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            position_ids=positions, logits_to_keep=batch["keep"]).logits[:, :-1]
+        loss = answer_cross_entropy(logits, batch["labels"])
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.steps += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def option_probs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """For each prompt, the probabilities of its options' first target tokens at the next position,
+        renormalised over the options (the letter-scoring view of a prediction)."""
+        self.model.eval()
+        out = []
+        for prompt, targets in zip(prompts, options):
+            ids = self.tokenizer.encode(prompt)[-self.max_length:]
+            firsts = [self.tokenizer.encode(prompt + t)[len(self.tokenizer.encode(prompt))] for t in targets]
+            logits = self.model(input_ids=torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
+            chosen = torch.log_softmax(logits.float(), -1)[firsts]
+            out.append(torch.softmax(chosen, -1).tolist())
+        return out

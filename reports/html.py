@@ -281,7 +281,7 @@ def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, 
     methods = list(dict.fromkeys(frame["method"]))  # rank order
     remaining = {Path(f).name: Path(f) for f in figures if Path(f).suffix in IMAGE_TYPES}  # a browser shows these
     leaderboard = [f"<h3>{_esc(t)}</h3>\n{leaderboard_html(frame, m)}"
-                   for m, t in titles(manifest.metrics.model_dump()).items()]
+                   for m, t in titles(manifest.metrics.model_dump(), frame).items()]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

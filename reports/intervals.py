@@ -22,7 +22,7 @@ import pandas as pd
 
 from harness.metrics import _block_metrics, _columns
 
-METRICS = ("acc", "ece", "brier", "conf_gap")
+METRICS = ("acc", "ece", "brier", "conf_gap", "macro_f1")
 ALPHA = 0.05
 
 
@@ -72,8 +72,7 @@ def bootstrap(results: pd.DataFrame, frame_of: Callable[[str, str, int], pd.Data
 
 
 def _metrics(frame: pd.DataFrame, index: np.ndarray, bins: int, equal_mass: bool) -> dict[str, np.ndarray]:
-    conf, corr, brier, nll = _columns(frame)
-    got = _block_metrics(conf[index], corr[index], brier[index], nll[index], bins, equal_mass)
+    got = _block_metrics(_columns(frame), index, bins, equal_mass)
     return {m: got[m] for m in METRICS}
 
 

@@ -27,9 +27,9 @@ from reports.intervals import Draws, interval
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),
-          "brier": (0.0, 2.0), "conf_gap": (-1.0, 1.0)}
-SHOWN = ("acc", "ece", "brier", "conf_gap")  # the leaderboard's metrics, in table order
-BEST = {"acc": max, "ece": min, "brier": min, "conf_gap": lambda values: min(values, key=abs)}
+          "brier": (0.0, 2.0), "conf_gap": (-1.0, 1.0), "macro_f1": (0.0, 1.0)}
+SHOWN = ("acc", "ece", "brier", "conf_gap", "macro_f1")  # the leaderboard's metrics, in table order
+BEST = {"acc": max, "ece": min, "brier": min, "conf_gap": lambda values: min(values, key=abs), "macro_f1": max}
 AVERAGES = {"id": "ID avg", "ood": "OOD avg"}
 MARKS = {"at_chance": "†", "collapsed": "‡", "oracle": "°"}
 REFERENCE = " (reference)"  # after a reference row's name
@@ -144,6 +144,8 @@ def leaderboard_frame(results: pd.DataFrame, tasks: dict, draws: Draws, referenc
                                  **numbers, "n_seeds": int(mine.loc[mine["task"].isin(names), "seed"].nunique()),
                                  "reference": reference, "at_chance": False, "collapsed": False, "oracle": False})
     frame = pd.DataFrame(rows, columns=[c for c in FRAME_COLUMNS if c not in ("rank", "best")])
+    # a metric no cell has (macro-F1 on open answers only) gets no table
+    frame = frame[frame.groupby("metric")["mean"].transform(lambda v: v.notna().any())]
     rank = {m: i + 1 for i, m in enumerate(_ranked_methods(frame))}
     frame.insert(0, "rank", frame["method"].map(rank).astype(int))
     frame.insert(FRAME_COLUMNS.index("best"), "best", _best(frame))
@@ -186,14 +188,16 @@ def wide(frame: pd.DataFrame, metric: str, cell=None) -> pd.DataFrame:
     return table
 
 
-def titles(metrics: dict | None = None) -> dict[str, str]:
-    """Each shown metric's table title (the ECE title says how it bins)."""
+def titles(metrics: dict | None = None, frame: pd.DataFrame | None = None) -> dict[str, str]:
+    """Each shown metric's table title (the ECE title says how it bins); with `frame`, only the metrics it has."""
     metrics = metrics or {}
     binning = "equal-mass" if metrics.get("equal_mass") else "equal-width"
-    return {"acc": "Accuracy (%)",
-            "ece": f"ECE (%, {int(metrics.get('bins', 10))} {binning} bins; lower is better)",
-            "brier": "Brier score (x100; lower is better; ranks the rows)",
-            "conf_gap": "Mean confidence minus accuracy (points; above 0: over-confident)"}
+    named = {"acc": "Accuracy (%)",
+             "ece": f"ECE (%, {int(metrics.get('bins', 10))} {binning} bins; lower is better)",
+             "brier": "Brier score (x100; lower is better; ranks the rows)",
+             "conf_gap": "Mean confidence minus accuracy (points; above 0: over-confident)",
+             "macro_f1": "Macro-F1 (%, classification tasks; not defined for open answers)"}
+    return {m: t for m, t in named.items() if frame is None or m in set(frame["metric"])}
 
 
 def header_line(results: pd.DataFrame, scoring: dict | None) -> str:
@@ -237,7 +241,7 @@ def render_markdown(frame: pd.DataFrame, results: pd.DataFrame, scoring: dict | 
                     metrics: dict | None = None) -> str:
     """Markdown: a header line, one table per shown metric, the ranking rule and the CI footnote."""
     lines = [f"# Leaderboard: suite `{suite_name(results)}`", "", header_line(results, scoring), ""]
-    for metric, title in titles(metrics).items():
+    for metric, title in titles(metrics, frame).items():
         lines += [f"## {title}", "", _markdown_table(wide(frame, metric)), ""]
     lines += [RANKING + " " + FOOTNOTE, ""]
     return "\n".join(lines)
@@ -300,7 +304,7 @@ def render_latex(frame: pd.DataFrame, results: pd.DataFrame, scoring: dict | Non
         " ".join(rules),
         " & ".join(["Method"] + [tex_escape(c) for c in columns]) + r" \\",
     ]
-    for metric, title in titles(metrics).items():
+    for metric, title in titles(metrics, frame).items():
         lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{tex_escape(title)}}}}} \\"]
         for method, row in wide(frame, metric, _tex_cell).iterrows():
             lines.append(" & ".join([tex_escape(method)] + [str(v) for v in row]) + r" \\")

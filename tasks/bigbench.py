@@ -17,6 +17,11 @@ Card options:
     task_prefix: false      prepend the task's `task_prefix` (its instruction) to every prompt
     shuffle_choices: false  shuffle each example's choices (seeded by split_seed and the example index); for
                             tasks whose gold is always in the same position (timedial puts it last)
+    short: first_sentence | last_line   the prompt keeps only that part of the input, and the whole input
+                            (with the instruction, when task_prefix) becomes the example's `detail`: the short and
+                            the detailed version of one question (DualChecker re-asks its teacher with the detail)
+    labels: [a, b]          keep only the examples whose gold is one of these choices, with these as the choices
+                            (in this order): e.g. a binary positive/negative task from a four-way sentiment task
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ ARCHIVE_URL = (
 )
 SIMPLE_INDEX = "https://pypi.org/simple/bigbench/"
 MEMBER_PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
-OPTIONS = ("task_prefix", "shuffle_choices")
+OPTIONS = ("task_prefix", "shuffle_choices", "short", "labels")
+SHORT = ("first_sentence", "last_line")
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
@@ -58,7 +64,8 @@ class Parsed:
     task_prefix: str = ""
 
 
-def parse_task(data: dict, name: str, *, task_prefix: bool = False, shuffle_seed: int | None = None) -> Parsed:
+def parse_task(data: dict, name: str, *, task_prefix: bool = False, shuffle_seed: int | None = None,
+               short: str | None = None, labels: list[str] | None = None) -> Parsed:
     """Turn a loaded BIG-bench task.json into Examples (see the module docstring for the rules)."""
     prefix = str(data.get("task_prefix") or "").strip()
     out = Parsed(examples=[], task_prefix=prefix)
@@ -82,19 +89,33 @@ def parse_task(data: dict, name: str, *, task_prefix: bool = False, shuffle_seed
             skipped["tied_top_score"] += 1
             continue
         gold = values.index(top)
+        if labels is not None:
+            if choices[gold] not in labels or not set(labels) <= set(choices):
+                skipped["other_label"] = skipped.get("other_label", 0) + 1
+                continue
+            gold, choices = labels.index(choices[gold]), list(labels)
         if shuffle_seed is not None:
             order = np.random.default_rng([shuffle_seed, i]).permutation(len(choices))
             choices = [choices[j] for j in order]
             gold = int(np.flatnonzero(order == gold)[0])
-        prompt = raw["input"].strip()
+        text = raw["input"].strip()
+        prompt, detail = (shorten(text, short), text) if short else (text, None)
         if task_prefix and prefix:
-            prompt = f"{prefix}\n\n{prompt}"
+            prompt, detail = f"{prefix}\n\n{prompt}", detail and f"{prefix}\n\n{detail}"
         out.examples.append(
             Example(id=f"{name}-{i}", prompt=prompt, choices=tuple(choices), gold=gold,
-                    rationale=_rationale(raw.get("target"), choices[gold]))
+                    rationale=_rationale(raw.get("target"), choices[gold]), detail=detail)
         )
     out.skipped = {k: v for k, v in skipped.items() if v}
     return out
+
+
+def shorten(text: str, how: str) -> str:
+    """The first sentence of `text` (up to the first ., ! or ? followed by a space or a line end) or its last
+    non-empty line."""
+    if how == "last_line":
+        return [line for line in text.splitlines() if line.strip()][-1].strip()
+    return re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0].strip()
 
 
 def _rationale(target: object, gold: str) -> str | None:
@@ -115,6 +136,11 @@ def load(card: TaskCard) -> list[Example]:
     if bad:
         raise UserError(f"task {card.name}: unknown bigbench option '{bad[0]}'; allowed: {', '.join(OPTIONS)}")
     card.flag("shuffle_choices"), card.flag("task_prefix")  # checked before the archive is opened
+    if card.options.get("short", SHORT[0]) not in SHORT:
+        raise UserError(f"task {card.name}: option short is {card.options['short']!r}; use one of {', '.join(SHORT)}")
+    labels = card.options.get("labels", ["a", "b"])
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels):
+        raise UserError(f"task {card.name}: option labels must be a list of at least two choice names, got {labels!r}")
     path = extracted_path(task)
     if not path.exists():
         ensure_extracted([task, *_other_card_tasks()], required=[task], card_name=card.name)
@@ -123,7 +149,8 @@ def load(card: TaskCard) -> list[Example]:
     except (OSError, ValueError) as exc:
         raise UserError(f"task {card.name}: cannot read {path} ({exc}); delete it and run again to re-extract") from None
     seed = card.split_seed if card.flag("shuffle_choices") else None
-    parsed = parse_task(data, card.name, task_prefix=card.flag("task_prefix"), shuffle_seed=seed)
+    parsed = parse_task(data, card.name, task_prefix=card.flag("task_prefix"), shuffle_seed=seed,
+                        short=card.options.get("short"), labels=card.options.get("labels"))
     if parsed.skipped:
         detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in parsed.skipped.items())
         print(f"bigbench {task}: skipped {detail}", file=sys.stderr)

@@ -8,10 +8,15 @@ is right only ~(1 - noise) of the time and a calibrated one is not confident 1.
 things) but shifts the surface form: unseen entity names (animals and made-up creatures), weights in grams, other
 phrasings, and filler sentences that lengthen the context.
 
+`total` is a fixed-label classification (choices "no", "yes"): do `num_choices` everyday objects weigh more than
+25 kg each on average together? (label noise as above).
+
 `cot` is an open question for chain-of-thought scoring: the total weight of `num_choices` everyday objects, with the
 running sum as its rationale (`3 + 5 = 8`) and the total as its answer (no label noise).
 
-Card options (defaults): n: 200, seed: 0, num_choices: 4, noise: 0.1. Fully deterministic for a given set.
+Card options (defaults): n: 200, seed: 0, num_choices: 4, noise: 0.1, short: false. Fully deterministic for a given
+set. `short: true` (id, ood) keeps only the first fact and the question in the prompt and puts the whole question in
+the example's `detail`: a short and a detailed version of one question, for DualChecker's tests.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from harness.errors import UserError
 from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
-VARIANTS = ("id", "ood", "cot")  # appended only: each variant keeps its random stream
+VARIANTS = ("id", "ood", "cot", "total")  # appended only: each variant keeps its random stream
 DEFAULTS = {"n": 200, "seed": 0, "num_choices": 4, "noise": 0.1}
 
 ID_ITEMS = (
@@ -51,7 +56,8 @@ def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, no
              prefix: str = "synthetic") -> list[Example]:
     """`n` examples of the `variant` world; example ids are `<prefix>-<i>`."""
     if variant not in VARIANTS:
-        raise UserError(f"synthetic variant '{variant}' is not known; use synthetic:id, synthetic:ood or synthetic:cot")
+        raise UserError(f"synthetic variant '{variant}' is not known; use one of "
+                        f"{', '.join('synthetic:' + v for v in VARIANTS)}")
     items = OOD_ITEMS if variant == "ood" else ID_ITEMS
     if not 2 <= num_choices <= len(items):
         raise UserError(f"synthetic option num_choices={num_choices} must be between 2 and {len(items)}")
@@ -76,6 +82,12 @@ def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, no
             out.append(Example(id=f"{prefix}-{i}", prompt=f"{facts} How many kg do they weigh together?",
                                choices=(), gold=str(int(sums[-1])), rationale=rationale))
             continue
+        if variant == "total":
+            facts = " ".join(f"The {a} weighs {w} kg." for a, w in zip(names, weights))
+            heavy = int(weights.sum() > 25 * num_choices)
+            out.append(Example(id=f"{prefix}-{i}", prompt=f"{facts} Do they weigh more than {25 * num_choices} kg "
+                               "together?", choices=("no", "yes"), gold=1 - heavy if flip else heavy))
+            continue
         if variant == "id":
             facts = " ".join(f"The {a} weighs {w} kg." for a, w in zip(names, weights))
             prompt = f"{facts} Which item is the heaviest?"
@@ -92,13 +104,22 @@ def generate(variant: str, n: int = 200, seed: int = 0, num_choices: int = 4, no
 @LOADERS.register("synthetic")
 def load(card: TaskCard) -> list[Example]:
     variant = card.source.partition(":")[2].strip()
-    bad = sorted(set(card.options) - set(DEFAULTS))
+    bad = sorted(set(card.options) - set(DEFAULTS) - {"short"})
     if bad:
         raise UserError(f"task {card.name}: unknown synthetic option '{bad[0]}'; allowed: {', '.join(DEFAULTS)}")
-    opts = {**DEFAULTS, **card.options}
+    short = card.flag("short")
+    opts = {**DEFAULTS, **{k: v for k, v in card.options.items() if k != "short"}}
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in opts.values()) \
             or any(not float(opts[k]).is_integer() for k in ("n", "seed", "num_choices")):
         raise UserError(f"task {card.name}: synthetic options n, seed, num_choices must be whole numbers and noise a "
                         f"number, got {card.options}")
     n, seed, k, noise = int(opts["n"]), int(opts["seed"]), int(opts["num_choices"]), float(opts["noise"])
-    return generate(variant, n=n, seed=seed, num_choices=k, noise=noise, prefix=card.name)
+    examples = generate(variant, n=n, seed=seed, num_choices=k, noise=noise, prefix=card.name)
+    return [shortened(e) for e in examples] if short and variant != "cot" else examples
+
+
+def shortened(example: Example) -> Example:
+    """The first fact and the question as the prompt; the whole question as the detail."""
+    sentences = example.prompt.split(". ")
+    short = f"{sentences[0]}. {example.prompt.rsplit('. ', 1)[-1]}"
+    return Example(example.id, short, example.choices, example.gold, example.rationale, detail=example.prompt)

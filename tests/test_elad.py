@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,11 @@ import pytest
 
 from baselines import elad
 from baselines.elad import Annotation, Explained, clear_chat, clear_local, explain, split_steps, teacher_cot
-from harness.cli import main
 from harness.engines import Generation
 from harness.registry import SELECTORS
 from harness.scoring import ANSWER, CotFormat
 from harness.types import Example
+from teacher_runs import kill_and_resume, refused
 
 FMT = CotFormat()
 
@@ -295,33 +294,10 @@ def test_every_round_is_a_scored_cell_with_the_teacher_budget_spent_before_it(tm
 def test_a_run_killed_mid_round_resumes_without_asking_the_teacher_anything_twice(tmp_path, monkeypatch):
     """Killed after half the teacher's requests of a whole run, then resumed: every request the teacher answered is
     answered once, the resumed run asks exactly the rest, and the results are the whole run's."""
-    from harness.cache import RequestCache
-
-    stored: list[str] = []
-    real_put = RequestCache.put
-    monkeypatch.setattr(RequestCache, "put", lambda self, key, reply: (stored.append(key), real_put(self, key, reply)))
-    whole = run(tmp_path, "whole", "clear", monkeypatch)
-    whole_keys, stored[:] = list(stored), []
+    whole_keys, stored = kill_and_resume(tmp_path, monkeypatch, lambda name: run(tmp_path, name, "clear", monkeypatch))
+    whole = tmp_path / "whole"
     assert len(whole_keys) == len(set(whole_keys)) > 8
-
-    class Killed(BaseException):
-        pass
-
-    def put_then_die(self, key, reply):
-        stored.append(key)
-        real_put(self, key, reply)
-        if len(stored) == len(whole_keys) // 2:
-            raise Killed
-
-    monkeypatch.setattr(RequestCache, "put", put_then_die)
-    with pytest.raises(Killed):
-        run(tmp_path, "killed", "clear", monkeypatch)
-    before = list(stored)
-    monkeypatch.setattr(RequestCache, "put", lambda self, key, reply: (stored.append(key), real_put(self, key, reply)))
-    (tmp_path / "killed" / "run.lock").unlink(missing_ok=True)
-    run(tmp_path, "killed", "clear", monkeypatch)
     assert len(stored) == len(set(stored)) and sorted(stored) == sorted(whole_keys)
-    assert len(before) == len(whole_keys) // 2
     results = [pd.read_csv(d / "results.csv").drop(columns="suite") for d in (tmp_path / "killed", whole)]
     pd.testing.assert_frame_equal(*results)
 
@@ -341,13 +317,7 @@ BAD = "teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [%s, s
 ])
 def test_bad_parameters_are_one_line_errors_before_anything_is_written(tmp_path, monkeypatch, capsys, task, method,
                                                                       message):
-    (tmp_path / "suite.yaml").write_text(BAD % (task, method))
-    monkeypatch.setattr(sys, "argv", ["trustbench", "run", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "out")])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert exit_.value.code == 2 and len(errors) == 1 and message in errors[0], errors
-    assert not (tmp_path / "out").exists()
+    assert message in refused(tmp_path, monkeypatch, capsys, BAD % (task, method))
 
 
 def synthetic_view(seeds=(0, 1)):

@@ -38,7 +38,8 @@ def test_the_vectorised_bootstrap_equals_a_plain_loop():
         def value(frame, metric):
             conf, corr = frame["confidence"].to_numpy(), frame["correct"].to_numpy()
             return {"acc": M.accuracy(corr), "ece": M.ece(conf, corr, bins=5), "conf_gap": M.conf_gap(conf, corr),
-                    "brier": M.brier(list(frame["probs"]), frame["gold"])}[metric]
+                    "brier": M.brier(list(frame["probs"]), frame["gold"]),
+                    "macro_f1": M.macro_f1(frame["pred"], frame["gold"])}[metric]
 
         for metric in METRICS:
             loop = [np.mean([value(ordered[j].iloc[examples[b]], metric) for j in picks[b]]) for b in range(n_boot)]

@@ -241,6 +241,40 @@ def test_auroc_matches_sklearn_with_ties(seed, n):
     assert M.auroc(conf, correct) == pytest.approx(roc_auc_score(correct, conf), abs=1e-12)
 
 
+MACRO_F1_CASES = [  # (pred, gold, macro-F1), by hand
+    ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
+    ([0, 0, 0, 0], [0, 0, 1, 1], (2 / 3 + 0) / 2),  # a constant predictor: class 0 F1 2/3, class 1 F1 0
+    ([0, 0, 0], [0, 0, 0], 1.0),  # one class in play: its F1 alone
+    ([2, 2], [0, 1], 0.0),  # classes 0, 1 and 2 in play, all F1 0
+    ([0, 1, 2, 2], [0, 1, 2, 1], (1 + 2 / 3 + 2 / 3) / 3),  # class 1: TP 1 FN 1; class 2: TP 1 FP 1
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", MACRO_F1_CASES)
+def test_macro_f1_table(pred, gold, expected):
+    assert M.macro_f1(pred, gold) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed, n, k", [(0, 30, 2), (1, 250, 3), (2, 1000, 5), (3, 7, 6)])
+def test_macro_f1_matches_sklearn(seed, n, k):
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, k, n)
+    pred = np.where(rng.uniform(size=n) < 0.6, gold, rng.integers(0, k, n))
+    assert M.macro_f1(pred, gold) == pytest.approx(f1_score(gold, pred, average="macro", zero_division=0), abs=1e-12)
+
+
+def test_macro_f1_is_nan_for_open_answers():
+    """An open answer's row is a forecast of its own correctness (classes 0/1 are not labels): no macro-F1."""
+    frame = pd.DataFrame({"example_id": ["a", "b"], "gold": [0, 1], "pred": [0, 0], "confidence": [0.9, 0.6],
+                          "probs": [[0.9, 0.1], [0.6, 0.4]], "correct": [True, False], "answer": ["3", "4"],
+                          "gold_answer": ["3", "5"]})
+    out = M.summarize(frame, n_boot=10)
+    assert math.isnan(out["macro_f1"]) and math.isnan(out["macro_f1_lo"])
+    assert out["acc"] == 0.5
+
+
 def _direct_brier_nll(rows, gold):
     b = [np.sum((np.asarray(p) - np.eye(len(p))[g]) ** 2) for p, g in zip(rows, gold)]
     n = [-np.log(max(p[g], 1e-12)) for p, g in zip(rows, gold)]
@@ -314,6 +348,7 @@ def test_summarize_keys_and_point_estimates():
         "auroc": M.auroc(conf, correct),
         "aurc": M.aurc(conf, correct),
         "conf_gap": M.conf_gap(conf, correct),
+        "macro_f1": M.macro_f1(df["pred"], df["gold"]),
     }
     for m, v in expected.items():
         assert out[m] == pytest.approx(v, abs=1e-12), m
@@ -352,6 +387,7 @@ def test_bootstrap_intervals_match_a_plain_loop():
         draws["auroc"].append(M.auroc(conf, correct))
         draws["aurc"].append(M.aurc(conf, correct))
         draws["conf_gap"].append(M.conf_gap(conf, correct))
+        draws["macro_f1"].append(M.macro_f1(s["pred"], s["gold"]))
     for m in M.METRICS:
         lo, hi = np.nanpercentile(draws[m], [2.5, 97.5])
         lo, hi = min(lo, out[m]), max(hi, out[m])

@@ -180,7 +180,7 @@ def test_html_is_self_contained_with_tables_and_images(built):
     n_figs = len(list((run / "figures").glob("*.png")))
     assert page.count('<img src="data:image/png;base64,') == n_figs == 8 + 3  # per cell, and the run's figures
     assert "Accuracy (%)" in page and "ECE (%" in page and "All results" in page
-    assert page.count("<table class=\"sortable\"") == 4 + len(TASKS) + 1  # leaderboard metrics, per task, all results
+    assert page.count("<table class=\"sortable\"") == 5 + len(TASKS) + 1  # leaderboard metrics, per task, all results
     assert "<td>kd+ts</td>" in page and "letter" in page and "option-renormalised" in page
     assert pd.__version__ in page  # versions from the manifest
     for external in ("http://", "https://", "<script src", "<link", "@import", "url("):

@@ -161,7 +161,7 @@ def test_synthetic_ood_shifts_surface_form_not_answer_format():
     assert not id_names & ood_names
     assert np.mean([len(e.prompt) for e in ood_ex]) > 1.5 * np.mean([len(e.prompt) for e in id_ex])
     assert len({e.prompt.rsplit(". ", 1)[-1] for e in ood_ex}) > 1  # several phrasings
-    with pytest.raises(UserError, match="synthetic:id, synthetic:ood or synthetic:cot"):
+    with pytest.raises(UserError, match="synthetic:id, synthetic:ood, synthetic:cot"):
         tasks.load_examples(card(source="synthetic:mixed"))
 
 

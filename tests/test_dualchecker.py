@@ -1,0 +1,270 @@
+"""DualChecker: verbalised-confidence parsing, label parsing, ContextAligner's retrieval, the borderline pick, the
+re-ask rule at the threshold, known labels from scripted teachers (white and black box), unparsable replies
+counted and never filled with gold, a killed run that resumes without asking the teacher anything twice, the
+teacher-side table, and bad parameters refused before anything is written."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baselines import dualchecker as dc
+from baselines.base import Context, StudentArtifact
+from harness.config import MethodSpec, load_suite
+from harness.engines import Generation
+from harness.runner import resolve_tasks
+from teacher_runs import kill_and_resume, refused
+
+VERBALISED = [  # (reply, confidence): the largest whole number <= 100 in the field / 100, else the word scale, else 0
+    ("Answer: yes\nConfidence: 90%\nReason: heavy", 0.90),
+    ("Answer: yes\nConfidence: 70 out of 100", 1.0),  # the rule's quirk, kept: the largest number <= 100 is 100
+    ("Answer: no\nConfidence: 250 or 40", 0.40),  # numbers above 100 are not percentages
+    ("Answer: no\nconfidence = 12.5 %", 0.125),
+    ("Answer: no\nConfidence: somewhat confident", 0.75),
+    ("Answer: no\nConfidence: somewhat unconfident", 0.25),
+    ("Answer: no\nConfidence: Confident.", 1.0),
+    ("Answer: no\nConfidence: not confident", 0.0),
+    ("Answer: no\nConfidence: neutral", 0.5),
+    ("Answer: no\nConfidence: no idea", 0.0),  # unreadable field: asked again
+    ("Answer: no\nReason: none given", 0.0),  # missing field: asked again
+    ("", 0.0),
+]
+
+
+@pytest.mark.parametrize("reply, expected", VERBALISED)
+def test_verbalised_confidence_follows_the_released_rules(reply, expected):
+    assert dc.verbalised_confidence(reply) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Answer: yes\nConfidence: 80%", 1), ("answer:No.", 0), ("Yes, they do.", 1), ("Answer: maybe", None),
+    ("Answer: no, not yes", 0),  # the first label named
+    ("Answer: nothing", None),  # a word boundary: "no" inside "nothing" is not a label
+])
+def test_parse_label(reply, expected):
+    assert dc.parse_label(reply, ("no", "yes")) == expected
+
+
+@pytest.mark.parametrize("shots, count", [(0, 0), (1, 1), (3, 1), (4, 2), (5, 2), (6, 3), (7, 3)])
+def test_retrieved_count_is_the_codes_rule(shots, count):
+    assert dc.retrieved_count(shots) == count
+
+
+def test_retrieval_excludes_the_query_and_ranks_by_cosine():
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.7, 0.7], [1, 0]], dtype=float)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert dc.neighbours(vectors, 0, 2) == [4, 1]  # 4 is identical to 0, yet 0 itself is never returned
+    assert dc.neighbours(vectors, 2, 3) == [3, 1, 0]
+    assert all(q not in dc.neighbours(vectors, q, 4) for q in range(5))
+
+
+@pytest.mark.parametrize("probs, gold, expected", [
+    ([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7]], [0, 0, 0], 1),  # wrong: 1 (top 0.6) and 2 (top 0.7): the lower top
+    ([[0.9, 0.1], [0.2, 0.8]], [0, 1], None),  # all right: no feedback
+    ([[0.2, 0.3, 0.5], [0.45, 0.1, 0.45]], [0, 0], 0),  # a tie at the top is argmax's first: 1 is right
+])
+def test_borderline_is_the_least_sure_misclassified_example(probs, gold, expected):
+    assert dc.borderline(probs, gold) == expected
+
+
+# ------------------------------------------------------------------------------------------- scripted teachers
+
+
+def text_of(prompt: str) -> str:
+    """The text the teacher is asked about: the prompt's last "Text:" line(s), up to "Answer:"."""
+    return prompt.rsplit("Text: ", 1)[1].rsplit("\nAnswer:", 1)[0]
+
+
+class WhiteBox:
+    """A local teacher that gives P(yes) = `p_yes(text)` to every question (log-likelihoods of " no" / " yes")."""
+
+    def __init__(self, p_yes):
+        self.p_yes, self.asked = p_yes, []
+
+    def loglikelihood(self, requests):
+        out = []
+        for prompt, continuation in requests:
+            self.asked.append(text_of(prompt))
+            p = self.p_yes(text_of(prompt))
+            out.append((math.log(p if continuation == " yes" else 1 - p), True))
+        return out
+
+    def generate(self, prompts, **params):
+        return [[Generation("because of the weights")] for _ in prompts]
+
+
+class BlackBox:
+    """A chat teacher whose reply to a question is `reply(text)`."""
+
+    def __init__(self, reply):
+        self.reply, self.asked = reply, []
+
+    def generate(self, prompts, **params):
+        out = []
+        for messages in prompts:
+            content = messages[-1]["content"]
+            if "Please explain why" in content:
+                out.append([Generation("because")])
+                continue
+            self.asked.append(text_of(content))
+            out.append([Generation(self.reply(text_of(content)))])
+        return out
+
+
+def fit(monkeypatch, teacher, black_box=False, **params):
+    """Fit `dualchecker` on the smoke suite's ID task with `teacher`; the final training is recorded, not run."""
+    suite = load_suite("dualchecker-smoke")
+    spec = MethodSpec("dc", "dualchecker", {"shots": 0, **params})
+    ctx = Context(suite=suite, spec=spec, seed=0, tasks=[t for t in resolve_tasks(suite) if t.card.domain == "id"],
+                  log=lambda line: None)
+    trained = {}
+    monkeypatch.setattr(Context, "teacher_engine", lambda self, fine_tuned=True: teacher)
+    monkeypatch.setattr(Context, "sft", lambda self, cache, key, init, examples, config, seed:
+                        trained.setdefault("examples", examples) and StudentArtifact(init))
+    if black_box:
+        monkeypatch.setattr(dc, "Endpoint", object)  # any teacher counts as an endpoint
+    method = dc.DualChecker(spec)
+    method.fit(ctx)
+    return ctx, ctx.records["dualchecker"], trained["examples"]
+
+
+def test_a_scripted_white_box_teacher_gives_its_labels_and_reasks_below_the_threshold_only(monkeypatch):
+    """Short texts get P(yes) 0.75 (tau is set to exactly the confidence that gives, as the teacher computes it:
+    kept) or 0.6 (below: re-asked); the detail gets 0.1 (a sure no). Which texts are which is a rule on the text, so
+    the expected labels are known for every example."""
+    def p_yes(text):
+        if text.count("weighs") > 1:
+            return 0.1  # the detail: every fact
+        return 0.75 if int(re.search(r"(\d+) kg", text).group(1)) % 2 else 0.6
+
+    values = np.log([0.25, 0.75])
+    at = float((np.exp(values - values.max()) / np.exp(values - values.max()).sum()).max())
+    teacher = WhiteBox(p_yes)
+    ctx, record, examples = fit(monkeypatch, teacher, part="teacher", tau=at)
+    train = {e.id: e for e in ctx.train}
+    odd = {i for i, e in train.items() if int(re.search(r"(\d+) kg", e.prompt).group(1)) % 2}
+    items = {r["id"]: r for r in record["items"]}
+    assert set(items) == set(train) and record["settings"]["tau"] == at
+    for i, row in items.items():
+        assert row["reprompted"] == (i not in odd)  # 0.75 is not below 0.75; 0.6 is
+        assert row["first"] == 1 and row["first_confidence"] == pytest.approx(0.75 if i in odd else 0.6)
+        assert row["label"] == (1 if i in odd else 0)
+        assert row["confidence"] == pytest.approx(0.75 if i in odd else 0.9)
+    assert {e.id: e.gold for e in examples} == {i: items[i]["label"] for i in train}
+    details = [t for t in teacher.asked if t.count("weighs") > 1]
+    assert len(details) == 2 * (len(train) - len(odd))  # each re-asked question: one request per label
+
+
+def test_without_the_teacher_checker_nothing_is_reasked(monkeypatch):
+    teacher = WhiteBox(lambda text: 0.6)
+    _, record, examples = fit(monkeypatch, teacher, part="simi")
+    assert record["settings"]["tau"] == 0.75  # the white-box default
+    assert not any(r["reprompted"] for r in record["items"]) and {e.gold for e in examples} == {1}
+    assert not any(t.count("weighs") > 1 for t in teacher.asked)
+
+
+def test_unparsable_black_box_replies_are_counted_and_never_filled_with_gold(monkeypatch):
+    """A black-box teacher answers "yes" with 95% to short texts with an even weight and nonsense to the rest (also
+    when re-asked): those examples are counted unparsable and left out of the student's training; `gold_leak`
+    puts the gold label there instead, as the released code does."""
+    def reply(text):
+        if int(re.search(r"(\d+) kg", text).group(1)) % 2 == 0:
+            return "Answer: yes\nConfidence: 95%\nReason: heavy"
+        return "I cannot tell."
+
+    ctx, record, examples = fit(monkeypatch, BlackBox(reply), black_box=True, part="teacher")
+    train = {e.id: e for e in ctx.train}
+    bad = {i for i, e in train.items() if int(re.search(r"(\d+) kg", e.prompt).group(1)) % 2}
+    assert 0 < len(bad) < len(train) and record["settings"]["tau"] == 0.85
+    assert record["unparsable"] == 2 * len(bad)  # asked twice: confidence 0 is below tau
+    assert {e.id for e in examples} == set(train) - bad and {e.gold for e in examples} == {1}
+    _, _, leaked = fit(monkeypatch, BlackBox(reply), black_box=True, part="teacher", unparsable="gold_leak")
+    assert {e.id: e.gold for e in leaked} == {i: 1 if i not in bad else train[i].gold for i in train}
+
+
+class Learner:
+    """The online student: predicts "yes" (0.6) for every example, and counts its steps."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def step(self, pairs):
+        self.steps += 1
+
+    def option_probs(self, prompts, options):
+        return [[0.4, 0.6] for _ in prompts]
+
+
+def test_the_student_checker_puts_the_borderline_example_first_in_later_prompts(monkeypatch):
+    learner = Learner()
+    monkeypatch.setattr(dc.DualChecker, "_learner", lambda self, ctx: learner)
+    teacher = WhiteBox(lambda text: 0.9)
+    ctx, record, _ = fit(monkeypatch, teacher, part="student", buffer=8, buffer_epochs=3)
+    buffers = math.ceil(len(ctx.train) / 8)
+    assert learner.steps == 3 * buffers
+    # the student says "yes" to everything: each buffer's first gold "no" (all tie at 0.6) becomes the feedback
+    order = [r["id"] for r in sorted(record["items"], key=lambda r: r["buffer"])]
+    assert len(record["feedback"]) == len(record["stream"]) == buffers  # this seed's buffers each hold a "no"
+    assert record["feedback"][0]["label"] == "no" and record["feedback"][0]["reason"] == "because of the weights"
+    assert [p["feedback"] for p in record["stream"]] == list(range(1, buffers + 1))
+    assert len(order) == len(ctx.train)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_asking_the_teacher_anything_twice(tmp_path, monkeypatch):
+    from harness.runner import run_suite
+
+    suite = load_suite("dualchecker-smoke")
+
+    def run(name):
+        monkeypatch.setenv("TRUSTBENCH_CACHE", str(tmp_path / f"cache-{name}"))
+        run_suite(suite, tmp_path / name, log=lambda line: None)
+
+    whole, stored = kill_and_resume(tmp_path, monkeypatch, run)
+    assert len(whole) == len(set(whole)) > 20
+    assert len(stored) == len(set(stored)) and sorted(stored) == sorted(whole)
+    results = [pd.read_csv(tmp_path / d / "results.csv") for d in ("killed", "whole")]
+    pd.testing.assert_frame_equal(*results)
+    table = pd.read_csv(tmp_path / "whole" / "tables" / "dualchecker_teacher.csv")
+    assert list(table["variant"]) == ["dualchecker", "fewshot_labels"] and list(table["part"]) == ["all", "none"]
+    assert table.loc[1, "reprompted"] == 0 and table.loc[1, "feedback"] == 0  # the plain few-shot baseline
+    assert (tmp_path / "whole" / "figures" / "dualchecker_stream.png").exists()
+    assert "macro_f1" in pd.read_csv(tmp_path / "whole" / "results.csv")
+
+
+def test_the_teacher_side_numbers_on_a_hand_made_record():
+    items = [{"id": "a", "gold": 1, "first": 0, "first_confidence": 0.6, "label": 1, "confidence": 0.9,
+              "reprompted": True, "buffer": 0},
+             {"id": "b", "gold": 0, "first": 0, "first_confidence": 0.8, "label": 0, "confidence": 0.8,
+              "reprompted": False, "buffer": 0},
+             {"id": "c", "gold": 1, "first": None, "first_confidence": 0.0, "label": None, "confidence": 0.0,
+              "reprompted": True, "buffer": 0}]
+    side = dc.teacher_side({"items": items, "feedback": [{}], "unparsable": 2})
+    assert side["acc_before"] == pytest.approx(1 / 3) and side["acc_after"] == pytest.approx(2 / 3)
+    assert side["reprompted"] == pytest.approx(2 / 3) and side["reprompted_acc_before"] == 0.0
+    assert side["reprompted_acc_after"] == 0.5 and side["feedback"] == 1 and side["unparsable"] == 2
+    # after: gold [1, 0, 1], labels [1, 0, unparsable]: class 0 F1 1, class 1 F1 2/3, the unparsable class 0
+    assert side["f1_after"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+BAD = "teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [%s]\nmethods:\n  - %s\n"
+
+
+@pytest.mark.parametrize("task, method, message", [
+    ("smoke_short", "{method: dualchecker, part: most}", "part must be one of none, simi, teacher, student, all"),
+    ("smoke_short", "{method: dualchecker, shots: -1}", "shots must be a whole number >= 0"),
+    ("smoke_short", "{method: dualchecker, tau: 2}", "tau must be a probability in [0, 1]"),
+    ("smoke_short", "{method: dualchecker, unparsable: gold}", "unparsable must be drop or gold_leak"),
+    ("smoke_id", "{method: dualchecker}", "do not share one label set"),
+    ("smoke_cot_id", "{method: dualchecker}", "labels classification examples"),
+    ("smoke_id", "{method: dualchecker, part: teacher}", "do not share one label set"),
+])
+def test_bad_parameters_are_one_line_errors_before_anything_is_written(tmp_path, monkeypatch, capsys, task, method,
+                                                                      message):
+    assert message in refused(tmp_path, monkeypatch, capsys, BAD % (task, method))
