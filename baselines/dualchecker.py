@@ -231,13 +231,7 @@ class DualChecker(Method):
             batch = order[start:start + s["buffer"]]
             demos = [feedback[-1:] + demos_of(i) for i in batch]
             first = teacher.label([train[i].prompt for i in batch], demos)
-            final = list(first)
-            again = [k for k, a in enumerate(first) if self.uses("teacher") and a.confidence < tau and train[batch[k]].detail]
-            if again:
-                redo = teacher.label([train[batch[k]].detail[:s["detail_chars"]] for k in again],
-                                     [demos[k] for k in again])
-                for k, answer in zip(again, redo):
-                    final[k] = answer
+            final, again = self._reask(teacher, [train[i] for i in batch], demos, first, tau)
             for k, i in enumerate(batch):
                 rows[i] = {"id": train[i].id, "gold": int(train[i].gold), "first": first[k].label,
                            "first_confidence": first[k].confidence, "label": final[k].label,
@@ -260,6 +254,19 @@ class DualChecker(Method):
                                               "labelled": len(labelled), "unparsable": teacher.unparsable})
 
     # ------------------------------------------------------------------------------------------ parts
+
+    def _reask(self, teacher: Teacher, batch: list[Example], demos: list[list[Demo]], first: list[Label],
+               tau: float) -> tuple[list[Label], set[int]]:
+        """The teacher checker: an answer below `tau` is asked again with the detail, and the second one stands."""
+        final = list(first)
+        again = [k for k, answer in enumerate(first)
+                 if self.uses("teacher") and answer.confidence < tau and batch[k].detail]
+        if again:
+            redo = teacher.label([batch[k].detail[:self.settings["detail_chars"]] for k in again],
+                                 [demos[k] for k in again])
+            for k, answer in zip(again, redo):
+                final[k] = answer
+        return final, set(again)
 
     @staticmethod
     def _static(train: list[Example], rng: np.random.Generator, count: int) -> list[int]:
@@ -389,6 +396,34 @@ def teacher_table(view: RunView):
     table = frame.groupby(["variant", "part", "shots"], as_index=False, sort=False)[numbers].mean()
     table.insert(3, "seeds", frame.groupby(["variant", "part", "shots"], sort=False)["seed"].count().to_numpy())
     return table
+
+
+@register_figure("dualchecker_components")
+def components_figure(view: RunView):
+    """Teacher macro-F1 and ECE on the train split per variant (the `--part` grid and shots), mean over seeds,
+    with the range over seeds as error bars."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    table = teacher_table(view)
+    if table is None:
+        return None
+    rows = [{"variant": name, "seed": seed, **teacher_side(record)} for name, seed, record in teacher_records(view)]
+    spread = pd.DataFrame(rows).groupby("variant", sort=False)
+    fig = Figure(figsize=(FIGSIZE[0] * 2, FIGSIZE[1]))
+    for ax, metric, label in zip(fig.subplots(1, 2), ("f1_after", "ece_after"),
+                                 ("teacher macro-F1 (%)", "teacher ECE (%)")):
+        low, high = (100 * spread[metric].agg(f).reindex(table["variant"]) for f in ("min", "max"))
+        mean = 100 * table[metric].to_numpy()
+        ax.bar(range(len(table)), mean, yerr=[mean - low.to_numpy(), high.to_numpy() - mean], capsize=3,
+               color="#4477aa")
+        ax.set_xticks(range(len(table)), [f"{v}\n({p}, {k} shots)" for v, p, k in
+                                          zip(table["variant"], table["part"], table["shots"])], fontsize="x-small")
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
+    fig.suptitle("The teacher's labels of the train split, per component (bars: range over seeds)")
+    fig.tight_layout()
+    return fig
 
 
 @register_figure("dualchecker_stream")

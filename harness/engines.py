@@ -702,7 +702,8 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, leave=False)
 
 
-def embed_texts(model_path: str | Path, texts: Sequence[str], batch_size: int = 16, max_length: int = 256) -> np.ndarray:
+def embed_texts(model_path: str | Path, texts: Sequence[str], batch_size: int = 16,
+                max_length: int = 256) -> np.ndarray:
     """Sentence embeddings from a local model: its last hidden states mean-pooled over each text's tokens, unit
     length (cosine similarity is then a dot product). No download: any causal LM or encoder folder works."""
     import torch

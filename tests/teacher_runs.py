@@ -48,7 +48,8 @@ def kill_and_resume(tmp_path: Path, monkeypatch, run: Callable[[str], Path]) -> 
 def refused(tmp_path: Path, monkeypatch, capsys, suite_text: str) -> str:
     """`trustbench run` of `suite_text`: asserts exit code 2, one error line and no output folder; returns the line."""
     (tmp_path / "suite.yaml").write_text(suite_text)
-    monkeypatch.setattr(sys, "argv", ["trustbench", "run", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "out")])
+    argv = ["trustbench", "run", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "out")]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_:
         main()
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
