@@ -279,6 +279,39 @@ def test_bigbench_parse_rules():
     assert shuffled == bigbench.parse_task(FAKE_TASK, "fake", shuffle_seed=1).examples
 
 
+REVIEWS = {"examples": [
+    {"input": "Great stay. The staff were rude!\nThe room was clean.", "target_scores": {"neutral": 0, "positive": 1,
+                                                                                         "negative": 0}},
+    {"input": "Never again? Awful.", "target_scores": {"neutral": 0, "positive": 0, "negative": 1}},
+    {"input": "It was a hotel.", "target_scores": {"neutral": 1, "positive": 0, "negative": 0}},
+]}
+
+
+@pytest.mark.parametrize("short, labels, prompts, golds", [
+    ("first_sentence", None, ["Great stay.", "Never again?", "It was a hotel."], [1, 2, 0]),
+    ("last_line", None, ["The room was clean.", "Never again? Awful.", "It was a hotel."], [1, 2, 0]),
+    (None, ["negative", "positive"], ["Great stay. The staff were rude!\nThe room was clean.", "Never again? Awful."],
+     [1, 0]),  # the neutral review is dropped; the choices are the labels, in their order
+    ("first_sentence", ["positive", "negative"], ["Great stay.", "Never again?"], [0, 1]),
+])
+def test_bigbench_short_and_labels_options(short, labels, prompts, golds):
+    parsed = bigbench.parse_task(REVIEWS, "r", short=short, labels=labels)
+    assert [e.prompt for e in parsed.examples] == prompts and [e.gold for e in parsed.examples] == golds
+    source = [REVIEWS["examples"][int(e.id.rsplit("-", 1)[1])]["input"] for e in parsed.examples]
+    assert [e.detail for e in parsed.examples] == (source if short else [None] * len(prompts))  # the whole input
+    if labels:
+        assert {e.choices for e in parsed.examples} == {tuple(labels)} and parsed.skipped == {"other_label": 1}
+
+
+def test_synthetic_short_questions_keep_the_whole_question_as_detail():
+    long = synthetic.generate("total", n=20, seed=1, num_choices=3)
+    short = [synthetic.shortened(e) for e in long]
+    assert {e.choices for e in long} == {("no", "yes")} and len({e.gold for e in long}) == 2
+    for full, cut in zip(long, short):
+        assert cut.detail == full.prompt and cut.gold == full.gold and cut.prompt.count("weighs") == 1
+        assert cut.prompt.endswith(full.prompt.rsplit(". ", 1)[-1])
+
+
 def make_fake_archive(cache: Path) -> Path:
     path = cache / "downloads" / bigbench.ARCHIVE_NAME
     path.parent.mkdir(parents=True)
