@@ -384,7 +384,7 @@ def teacher_side(record: dict) -> dict:
 
 @register_table("dualchecker_teacher")
 def teacher_table(view: RunView):
-    """Per DualChecker variant (mean over seeds, with the seeds' range): the teacher side of the method."""
+    """Per DualChecker variant (mean over seeds): the teacher side of the method."""
     import pandas as pd
 
     rows = [{"variant": name, "part": record["settings"]["part"], "shots": record["settings"]["shots"],
@@ -396,6 +396,53 @@ def teacher_table(view: RunView):
     table = frame.groupby(["variant", "part", "shots"], as_index=False, sort=False)[numbers].mean()
     table.insert(3, "seeds", frame.groupby(["variant", "part", "shots"], sort=False)["seed"].count().to_numpy())
     return table
+
+
+@register_table("dualchecker_gains")
+def gains_table(view: RunView):
+    """Each variant's teacher against the plain few-shot teacher (`part: none`, the same shots when the run has it)
+    on the same train examples: the difference in macro-F1 and accuracy of their labels, mean over the seeds both
+    ran, with a 95% paired bootstrap interval (the same resampled examples for both in each seed)."""
+    import pandas as pd
+
+    runs: dict[str, dict[int, dict]] = {}
+    for name, seed, record in teacher_records(view):
+        runs.setdefault(name, {})[seed] = record
+    setting = {name: next(iter(by_seed.values()))["settings"] for name, by_seed in runs.items()}
+    bases = [name for name in runs if setting[name]["part"] == "none"]
+    rows = []
+    for name in [n for n in runs if n not in bases and bases]:
+        base = next((b for b in bases if setting[b]["shots"] == setting[name]["shots"]), bases[0])
+        seeds = sorted(set(runs[name]) & set(runs[base]))
+        if seeds:
+            rows.append({"variant": name, "part": setting[name]["part"], "shots": setting[name]["shots"],
+                         "against": base, "seeds": len(seeds), **paired_gain(runs[name], runs[base], seeds)})
+    return pd.DataFrame(rows) if rows else None
+
+
+def paired_gain(mine: dict[int, dict], base: dict[int, dict], seeds: list[int], n_boot: int = 1000) -> dict:
+    """Macro-F1 and accuracy of `mine`'s labels minus `base`'s, mean over `seeds`, with a paired bootstrap."""
+    from harness.metrics import _macro_f1_rows
+
+    rng = np.random.default_rng(0)
+    draws = {"f1": np.zeros(n_boot), "acc": np.zeros(n_boot)}
+    point = {"f1": 0.0, "acc": 0.0}
+    for seed in seeds:
+        theirs = {r["id"]: r for r in base[seed]["items"]}
+        items = [(r["gold"], r["label"], theirs[r["id"]]["label"]) for r in mine[seed]["items"] if r["id"] in theirs]
+        gold, a, b = (np.array([-1 if v is None else v for v in column]) for column in zip(*items))
+        gaps = {"f1": lambda i: _macro_f1_rows(a[i], gold[i]) - _macro_f1_rows(b[i], gold[i]),
+                "acc": lambda i: (a[i] == gold[i]).mean(axis=1) - (b[i] == gold[i]).mean(axis=1)}
+        resampled = rng.integers(0, len(gold), size=(n_boot, len(gold)))
+        for key, gap in gaps.items():
+            point[key] += gap(np.arange(len(gold))[None])[0] / len(seeds)
+            draws[key] += gap(resampled) / len(seeds)
+    out = {}
+    for key in ("f1", "acc"):
+        lo, hi = np.percentile(draws[key], [2.5, 97.5])
+        out.update({f"{key}_gain": float(point[key]), f"{key}_gain_lo": float(min(lo, point[key])),
+                    f"{key}_gain_hi": float(max(hi, point[key]))})
+    return out
 
 
 @register_figure("dualchecker_components")

@@ -234,6 +234,8 @@ def test_a_killed_run_resumes_without_asking_the_teacher_anything_twice(tmp_path
     table = pd.read_csv(tmp_path / "whole" / "tables" / "dualchecker_teacher.csv")
     assert list(table["variant"]) == ["dualchecker", "fewshot_labels"] and list(table["part"]) == ["all", "none"]
     assert table.loc[1, "reprompted"] == 0 and table.loc[1, "feedback"] == 0  # the plain few-shot baseline
+    gains = pd.read_csv(tmp_path / "whole" / "tables" / "dualchecker_gains.csv")
+    assert list(gains["variant"]) == ["dualchecker"] and list(gains["against"]) == ["fewshot_labels"]
     assert (tmp_path / "whole" / "figures" / "dualchecker_stream.png").exists()
     assert "macro_f1" in pd.read_csv(tmp_path / "whole" / "results.csv")
 
@@ -251,6 +253,21 @@ def test_the_teacher_side_numbers_on_a_hand_made_record():
     assert side["reprompted_acc_after"] == 0.5 and side["feedback"] == 1 and side["unparsable"] == 2
     # after: gold [1, 0, 1], labels [1, 0, unparsable]: class 0 F1 1, class 1 F1 2/3, the unparsable class 0
     assert side["f1_after"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_the_paired_gain_against_the_few_shot_teacher():
+    """Gold [0, 0, 1, 1]; the few-shot teacher says [0, 0, 0, 0] (F1 (2/3 + 0) / 2, accuracy 1/2), the variant
+    [0, 0, 1, None] (F1 of classes 0, 1 and unparsable: (1 + 2/3 + 0) / 3, accuracy 3/4); two seeds alike."""
+    def record(labels):
+        return {"items": [{"id": f"e{i}", "gold": g, "label": label} for i, (g, label) in
+                          enumerate(zip([0, 0, 1, 1], labels))]}
+
+    mine, base = {s: record([0, 0, 1, None]) for s in (0, 1)}, {s: record([0, 0, 0, 0]) for s in (0, 1)}
+    gain = dc.paired_gain(mine, base, [0, 1], n_boot=200)
+    assert gain["f1_gain"] == pytest.approx((1 + 2 / 3) / 3 - (2 / 3) / 2)
+    assert gain["acc_gain"] == pytest.approx(0.25)
+    assert gain["acc_gain_lo"] <= 0.25 <= gain["acc_gain_hi"] and gain["acc_gain_lo"] >= 0  # never worse here
+    assert dc.paired_gain(base, base, [0, 1], n_boot=50) == {k: 0.0 for k in gain}
 
 
 BAD = "teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [%s]\nmethods:\n  - %s\n"
