@@ -89,6 +89,8 @@ def report(
                                           "`trustbench run`; several are merged (same suite settings and scoring mode)"),
     out: Optional[Path] = typer.Option(None, help="where to write the report (default: the run directory; "
                                                   "required when merging)"),
+    reference: Optional[str] = typer.Option(None, help="the method comparison.csv compares every other with "
+                                                       "(default: finetune)"),
 ) -> None:
     """Rebuild results, leaderboards (md, csv, tex), figures and report.html from stored predictions only.
 
@@ -96,7 +98,7 @@ def report(
     """
     from reports import build_report
 
-    typer.echo(f"report: {build_report(run_dirs, out=out)}")
+    typer.echo(f"report: {build_report(run_dirs, out=out, reference=reference)}")
 
 
 FIGURE_FORMATS = ("png", "pdf", "svg")

@@ -81,11 +81,12 @@ def _frames(run_dirs: list[Path], results):
     return frame_of
 
 
-def build_report(run_dirs, out: str | Path | None = None) -> Path:
+def build_report(run_dirs, out: str | Path | None = None, reference: str | None = None) -> Path:
     """Write results.csv, leaderboard.{md,csv,tex}, costs.csv, comparison.csv, figures/*.png, report.html.
 
     `run_dirs` is one run directory (the report goes into it unless `out` is given) or several comparable ones,
-    merged (see `reports.merge`) into `out`, which is then required.
+    merged (see `reports.merge`) into `out`, which is then required. `reference` is the method every other is
+    compared with in comparison.csv (finetune when not given).
     """
     from reports.compare import compare_to
     from reports.costs import cost_table
@@ -101,8 +102,11 @@ def build_report(run_dirs, out: str | Path | None = None) -> Path:
     metrics = manifest.metrics
     draws = bootstrap(results, _frames(run_dirs, results), metrics.n_boot, metrics.bins, metrics.equal_mass)
     references = {name for name, entry in manifest.methods.items() if entry.reference}
+    if reference is not None and reference not in set(results["method"]):
+        raise UserError(f"--reference {reference}: the run has no such method; use one of "
+                        f"{', '.join(sorted(set(results['method'])))}")
     frame = leaderboard_frame(results, manifest.tasks, draws, references)
-    comparison = compare_to(results, draws, references=references)
+    comparison = compare_to(results, draws, reference=reference or "finetune", references=references)
     scoring, settings = manifest.scoring.model_dump(), metrics.model_dump()
     files = {
         "results.csv": results_csv(results),

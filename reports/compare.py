@@ -1,7 +1,7 @@
 """Each method against a reference method (finetune by default): the paper-claim view of a run.
 
 For every method, domain (ID average, OOD average, and both together: the mean over all tasks) and metric (accuracy,
-ECE), the difference method - reference over the tasks both scored, with a 95% interval from the paired bootstrap
+ECE, macro-F1 where the tasks are classifications), the difference method - reference over the tasks both scored, with a 95% interval from the paired bootstrap
 over test examples and seeds of `reports.intervals` (the same resamples for both methods, as the gate pairs them).
 It is given absolute (points) and relative (% of the reference), because papers quote both ("+2.3% accuracy,
 -10% ECE") without always saying which. Raw methods only: `+ts` rows are post-hoc and not what a distillation
@@ -15,7 +15,7 @@ from harness.calibration import TS_SUFFIX
 from reports.intervals import Draws, interval
 
 DOMAINS = {"ID": ("id",), "OOD": ("ood",), "ID+OOD": ("id", "ood")}
-METRICS = ("acc", "ece")
+METRICS = ("acc", "ece", "macro_f1")
 COLUMNS = ["method", "reference", "domain", "metric", "tasks", "seeds", "method_mean", "reference_mean", "diff",
            "diff_lo", "diff_hi", "relative_pct"]
 
@@ -35,6 +35,8 @@ def compare_to(results: pd.DataFrame, draws: Draws, reference: str = "finetune",
                     continue
                 (mine, mine_values), (theirs, their_values) = (draws.average(m, tasks, metric)
                                                                for m in (method, reference))
+                if pd.isna(mine) or pd.isna(theirs):
+                    continue  # macro-F1 of open answers: not defined
                 diff = mine - theirs
                 lo, hi = interval(diff, mine_values - their_values)
                 seeds = scope.loc[scope["method"] == method, "seed"].nunique()

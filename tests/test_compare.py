@@ -22,9 +22,17 @@ SPREAD = np.linspace(-0.05, 0.05, 101)  # resampled values around each point: th
 def draws(shift: dict | None = None) -> Draws:
     """Each cell's resamples: its value plus SPREAD (and `shift[method]` for that method's resamples only)."""
     shift = shift or {}
-    point = {k: {"acc": v, "ece": 1 - v} for k, v in ACC.items()}
-    values = {k: {"acc": v + SPREAD + shift.get(k[0], 0), "ece": 1 - v - SPREAD} for k, v in ACC.items()}
+    point = {k: {"acc": v, "ece": 1 - v, "macro_f1": v if k[1] != "c" else np.nan} for k, v in ACC.items()}
+    values = {k: {"acc": v + SPREAD + shift.get(k[0], 0), "ece": 1 - v - SPREAD,
+                  "macro_f1": v + SPREAD if k[1] != "c" else np.full(len(SPREAD), np.nan)} for k, v in ACC.items()}
     return Draws(point, values, len(SPREAD))
+
+
+def test_macro_f1_is_compared_where_every_task_has_it():
+    """Task c has no macro-F1 (an open-answer task): the OOD and ID+OOD averages, which include it, are left out."""
+    table = compare_to(RESULTS, draws())
+    f1 = table[(table.method == "first") & (table.metric == "macro_f1")]
+    assert list(f1.domain) == ["ID"] and f1.iloc[0]["diff"] == pytest.approx(0.05)
 
 
 def row(table, domain, metric, method="first"):

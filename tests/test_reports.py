@@ -206,6 +206,19 @@ def test_missing_predictions_dir_is_a_user_error(built, tmp_path):
     assert not (tmp_path / "results.csv").exists()
 
 
+def test_the_comparison_reference_is_a_choice(built, tmp_path):
+    """`--reference kd`: every other method against kd (macro-F1 included: these are classifications); a method
+    the run lacks is a one-line error and writes nothing."""
+    run, _ = built
+    build_report(run, out=tmp_path / "vs-kd", reference="kd")
+    table = pd.read_csv(tmp_path / "vs-kd" / "comparison.csv")
+    assert set(table["reference"]) == {"kd"} and set(table["method"]) == {"teacher"}
+    assert set(table["metric"]) == {"acc", "ece", "macro_f1"}
+    with pytest.raises(UserError, match="--reference nosuch: the run has no such method; use one of kd"):
+        build_report(run, out=tmp_path / "vs-nosuch", reference="nosuch")
+    assert not (tmp_path / "vs-nosuch").exists()
+
+
 def test_missing_manifest_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="manifest"):
         compute_results(tmp_path)
