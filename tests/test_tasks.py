@@ -303,6 +303,18 @@ def test_bigbench_short_and_labels_options(short, labels, prompts, golds):
         assert {e.choices for e in parsed.examples} == {tuple(labels)} and parsed.skipped == {"other_label": 1}
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"short": "middle"}, "option short is 'middle'; use one of first_sentence, last_line"),
+    ({"labels": "positive"}, "option labels must be a list of at least two choice names"),
+    ({"labels": ["positive"]}, "option labels must be a list of at least two choice names"),
+])
+def test_bigbench_short_and_labels_are_checked_before_any_data_is_read(options, message):
+    card = tasks.card_from_dict({"name": "r", "domain": "id", "family": "f", "format": "mc", "test": 5,
+                                 "source": "bigbench:multiemo/hotels_text_en", "options": options})
+    with pytest.raises(UserError, match=re.escape(message)):
+        bigbench.load(card)
+
+
 def test_synthetic_short_questions_keep_the_whole_question_as_detail():
     long = synthetic.generate("total", n=20, seed=1, num_choices=3)
     short = [synthetic.shortened(e) for e in long]
