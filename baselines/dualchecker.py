@@ -2,8 +2,10 @@
 split, and the labels train the student.
 
 The teacher is the suite's teacher model as it ships (few-shot prompted, not fine-tuned): a local white-box model
-or any chat model through the endpoint. The card's `description` is its task instruction; each example's prompt is
-the short input and its `detail` the longer one (cards in `tasks/cards/` say which is which).
+or any chat model through the endpoint. The ID card's `description` is its task instruction; each example's prompt
+is the short input and its `detail` the longer one (cards in `tasks/cards/` say which is which). The labels are an
+example's options: one label set on a classification card (the paper's setting), or each question's own on a
+multiple-choice one (how `smoke` runs it, without the teacher checker: its card has no detail).
 
 - ContextAligner (`part` simi, teacher, student, all): the gold-labelled train split is embedded (mean-pooled hidden
   states of the student's initial model, `harness.engines.embed_texts`); for each question the nearest other train
@@ -13,10 +15,14 @@ the short input and its `detail` the longer one (cards in `tasks/cards/` say whi
   none`, the plain few-shot baseline) the shots are fixed gold examples without reasons.
 - Teacher checker (`part` teacher, all): a label whose confidence is below `tau` is asked once more with the
   example's `detail` (its first `detail_chars` characters, as the code truncates it for a white-box teacher) in
-  place of its short text; both answers are kept, the second is the label. Confidence is the
-  probability of the teacher's answer, renormalised over the labels' log-likelihoods (white box), or the
-  percentage the teacher states (`verbalised_confidence`, black box). `tau` defaults to 0.75 (white box) and 0.85
-  (black box), the code's values.
+  place of its short text; both answers are kept, the second is the label. How the teacher is asked (`ask`):
+  `choice` (white box, a local model's default) takes the label of highest log-likelihood, its confidence that
+  probability renormalised over the labels; `reply` (black box: an endpoint's default and only way, or a local
+  model asked the same way) has the teacher write "Answer / Confidence / Reason", and reads both confidences from
+  the reply: the percentage it states (`verbalised_confidence`) and its label's token probability (the endpoint's
+  or the engine's log-probs). `confidence: token | verbalised` says which one the checker reads (default: token
+  for choice, verbalised for reply); both are recorded. `tau` defaults to 0.75 (token) and 0.85 (verbalised), the
+  code's values for its white-box and black-box teachers.
 - Student checker (`part` student, all): the student (the suite's, from its initial weights) learns online from
   buffers of `buffer` teacher-labelled examples, `buffer_epochs` steps each; before its last step on a buffer the
   misclassified example (against gold) with the lowest top probability becomes a demonstration with a teacher
@@ -43,10 +49,11 @@ from harness.plots import FIGSIZE, RunView, register_figure, register_table
 from harness.types import Example
 
 PARTS = ("none", "simi", "teacher", "student", "all")
-DEFAULTS = {"shots": 3, "part": "all", "tau": None, "buffer": 8, "buffer_epochs": 10, "reason_tokens": 48,
-            "demo_chars": 120, "detail_chars": 600,
-            "unparsable": "drop"}
-TAU = {"white": 0.75, "black": 0.85}
+ASKS, CONFIDENCES = ("choice", "reply"), ("token", "verbalised")
+REPLY_STOP = ["\n\n", "\nText:"]  # a reply is three lines; what follows is the model writing the next question
+DEFAULTS = {"shots": 3, "part": "all", "ask": None, "confidence": None, "tau": None, "buffer": 8, "buffer_epochs": 10,
+            "reason_tokens": 48, "demo_chars": 120, "detail_chars": 600, "unparsable": "drop"}
+TAU = {"token": 0.75, "verbalised": 0.85}  # the released code's thresholds for its white-box and black-box teachers
 # the released code's Japanese word scale, in English (a confidence field without a number)
 WORD_SCALE = (("somewhat unconfident", 0.25), ("not very confident", 0.25), ("somewhat confident", 0.75),
               ("unconfident", 0.0), ("not confident", 0.0), ("neutral", 0.5), ("confident", 1.0))
@@ -67,10 +74,10 @@ class Demo:
 
 
 def label_prompt(instruction: str, labels: tuple[str, ...], demos: list[Demo], text: str, chars: int,
-                 black_box: bool = False) -> str:
+                 reply: bool = False) -> str:
     """The teacher's question: instruction, labels, demonstrations (the code's order), then the text."""
     ask = ("Reply in three lines: 'Answer: <label>', 'Confidence: <0-100>%', 'Reason: <one sentence>'."
-           if black_box else "")
+           if reply else "")
     shown = "\n\n".join(d.render(chars) for d in demos)
     return (f"{instruction}\nLabels: {', '.join(labels)}.{' ' + ask if ask else ''}\n\n"
             + (f"{shown}\n\nRefer to the examples above and answer for the next text.\n" if demos else "")
@@ -103,12 +110,61 @@ def verbalised_confidence(reply: str) -> float:
 
 def parse_label(reply: str, labels: tuple[str, ...]) -> int | None:
     """The label a reply gives after "Answer:" (or at its start): the first label named there, exactly, any case."""
-    head = re.split(r"answer\s*:", reply, flags=re.I)
-    text = (head[1] if len(head) > 1 else reply).strip().splitlines()
-    first = text[0].lower() if text else ""
-    found = [(m.start(), i) for i, label in enumerate(labels)
-             for m in [re.search(rf"\b{re.escape(label.lower())}\b", first)] if m]
-    return min(found)[1] if found else None
+    span = label_span(reply, labels)
+    return None if span is None else span[0]
+
+
+def label_span(reply: str, labels: tuple[str, ...]) -> tuple[int, int, int] | None:
+    """(label, start, end): the label `parse_label` reads and where in the reply it stands; None when unparsable."""
+    answer = re.search(r"answer\s*:", reply, flags=re.I)
+    begin = answer.end() if answer else 0
+    rest = reply[begin:]
+    begin += len(rest) - len(rest.lstrip())
+    line = rest.lstrip().split("\n", 1)[0].lower()
+    found = [(m.start(), i, m.end()) for i, label in enumerate(labels)
+             for m in [re.search(rf"\b{re.escape(label.lower())}\b", line)] if m]
+    if not found:
+        return None
+    start, label, end = min(found)
+    return label, begin + start, begin + end
+
+
+def label_probability(generation, pieces: list[str] | None, span: tuple[int, int, int] | None) -> float | None:
+    """The probability the teacher gave its label in a reply: the product of the probabilities of the generated
+    tokens that spell it (the answer token's probability, read from a reply). 0 for an unparsable reply; None when
+    the reply has no log-probs or its tokens do not spell its text."""
+    if generation.logprobs is None or pieces is None:
+        return None
+    if span is None:
+        return 0.0
+    _, start, end = span
+    if not "".join(pieces).startswith(generation.text[:end]):
+        return None
+    total, position = 0.0, 0
+    for piece, value in zip(pieces, generation.logprobs):
+        if position < end and position + len(piece) > start:
+            total += value
+        position += len(piece)
+    return float(np.exp(total))
+
+
+def token_pieces(generation, tokenizer) -> list[str] | None:
+    """Each generated token's text: the server's (an endpoint), or each id decoded (a local engine)."""
+    if generation.tokens is not None:
+        return list(generation.tokens)
+    if tokenizer is None or not generation.token_ids:
+        return None
+    return [tokenizer.decode([t], skip_special_tokens=True) for t in generation.token_ids]
+
+
+def gold_label(example: Example) -> str:
+    return example.choices[example.gold]
+
+
+def label_sets(examples: list[Example]) -> list[str] | None:
+    """The labels of a classification split (one set for every example); None when each question has its own."""
+    sets = {tuple(e.choices) for e in examples}
+    return list(sets.pop()) if len(sets) == 1 else None
 
 
 def retrieved_count(shots: int) -> int:
@@ -134,42 +190,73 @@ def borderline(probs: list[list[float]], gold: list[int]) -> int | None:
 
 @dataclass
 class Label:
-    """One teacher answer: the label index (None: unparsable) and its confidence."""
+    """One teacher answer: the label index (None: unparsable), the confidence the checker reads, and both kinds of
+    confidence where the answer has them: the label's token probability and the percentage the teacher states."""
 
     label: int | None
     confidence: float
+    token: float | None = None
+    verbalised: float | None = None
 
 
 class Teacher:
-    """The prompted teacher over an engine: white box (log-likelihood of each label) or black box (a chat reply
-    with a stated confidence)."""
+    """The prompted teacher over an engine. `reply` False (white box): the label of highest log-likelihood, its
+    confidence that probability renormalised over the labels. `reply` True (black box, or a local model asked the
+    same way): the teacher writes "Answer / Confidence / Reason", and both confidences are read from the reply, the
+    percentage it states and its label's token probability (where the engine returns log-probs); `confidence`
+    says which one the checker reads."""
 
-    def __init__(self, engine, black_box: bool, instruction: str, labels: tuple[str, ...], settings: dict):
-        self.engine, self.black_box, self.instruction, self.labels = engine, black_box, instruction, labels
-        self.settings = settings
+    def __init__(self, engine, instruction: str, settings: dict, reply: bool, confidence: str, endpoint: bool,
+                 chat: bool):
+        self.engine, self.instruction, self.settings = engine, instruction, settings
+        self.reply, self.confidence, self.endpoint, self.chat = reply, confidence, endpoint, chat
         self.unparsable = 0
 
-    def label(self, texts: list[str], demos: list[list[Demo]]) -> list[Label]:
-        prompts = [label_prompt(self.instruction, self.labels, d, t, self.settings["demo_chars"], self.black_box)
-                   for t, d in zip(texts, demos)]
-        if self.black_box:
-            replies = [g[0].text for g in self.engine.generate(
-                [[{"role": "user", "content": p}] for p in prompts], max_tokens=96, temperature=0.0)]
-            answers = [Label(parse_label(r, self.labels), verbalised_confidence(r)) for r in replies]
-            self.unparsable += sum(a.label is None for a in answers)
-            return answers
-        requests = [(p, f" {label}") for p in prompts for label in self.labels]
-        values = np.array([ll for ll, _ in self.engine.loglikelihood(requests)]).reshape(len(prompts), -1)
-        probs = np.exp(values - values.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        return [Label(int(np.argmax(p)), float(p.max())) for p in probs]
+    def label(self, examples: list[Example], texts: list[str], demos: list[list[Demo]]) -> list[Label]:
+        """Each example's label among its own options, asked with `texts` (short or detail) and `demos`."""
+        labels = [tuple(e.choices) for e in examples]
+        prompts = [label_prompt(self.instruction, ls, d, t, self.settings["demo_chars"], self.reply)
+                   for ls, t, d in zip(labels, texts, demos)]
+        return self._replies(prompts, labels) if self.reply else self._choices(prompts, labels)
+
+    def _choices(self, prompts: list[str], labels: list[tuple[str, ...]]) -> list[Label]:
+        requests = [(p, f" {label}") for p, ls in zip(prompts, labels) for label in ls]
+        values = iter(ll for ll, _ in self.engine.loglikelihood(requests))
+        answers = []
+        for ls in labels:
+            row = np.array([next(values) for _ in ls])
+            probs = np.exp(row - row.max())
+            probs /= probs.sum()
+            answers.append(Label(int(np.argmax(probs)), float(probs.max()), token=float(probs.max())))
+        return answers
+
+    def _replies(self, prompts: list[str], labels: list[tuple[str, ...]]) -> list[Label]:
+        generations = self.engine.generate(prompts, max_tokens=96, temperature=0.0, logprobs=True,
+                                           stop=REPLY_STOP, **self._chat())
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        answers = []
+        for generation, ls in zip((g[0] for g in generations), labels):
+            span = label_span(generation.text, ls)
+            token = label_probability(generation, token_pieces(generation, tokenizer), span)
+            verbalised = verbalised_confidence(generation.text)
+            if self.confidence == "token" and token is None:
+                raise UserError("the teacher's replies carry no token log-probs, so confidence: token cannot be "
+                                "read; use confidence: verbalised (or a server that returns log-probs)")
+            answers.append(Label(None if span is None else span[0],
+                                 token if self.confidence == "token" else verbalised, token, verbalised))
+        self.unparsable += sum(a.label is None for a in answers)
+        return answers
 
     def reasons(self, texts: list[str], labels: list[str]) -> list[str]:
         prompts = [reason_prompt(self.instruction, t, label) for t, label in zip(texts, labels)]
-        asks = [[{"role": "user", "content": p}] for p in prompts] if self.black_box else prompts
-        replies = self.engine.generate(asks, max_tokens=self.settings["reason_tokens"], temperature=0.0,
-                                       **({} if self.black_box else {"stop": ["\n"]}))
+        replies = self.engine.generate(prompts, max_tokens=self.settings["reason_tokens"], temperature=0.0,
+                                       **self._chat(), **({} if self.endpoint else {"stop": ["\n"]}))
         return [" ".join(g[0].text.split()) or "-" for g in replies]
+
+    def _chat(self) -> dict:
+        """A local model's prompts go through its chat template when the suite says so (`chat_template: true`);
+        an endpoint's always do (the flag is not sent: the cache keys of earlier runs stay valid)."""
+        return {"chat": True} if self.chat and not self.endpoint else {}
 
 
 # ---------------------------------------------------------------------------------------------- the method
@@ -192,6 +279,12 @@ class DualChecker(Method):
             raise UserError(f"method {spec.name!r}: unparsable must be drop or gold_leak, got {s['unparsable']!r}")
         if s["tau"] is not None and not 0 <= number_param(spec, "tau", s["tau"]) <= 1:
             raise UserError(f"method {spec.name!r}: tau must be a probability in [0, 1], got {s['tau']!r}")
+        for key, allowed in (("ask", ASKS), ("confidence", CONFIDENCES)):
+            if s[key] is not None and s[key] not in allowed:
+                raise UserError(f"method {spec.name!r}: {key} must be {' or '.join(allowed)}, got {s[key]!r}")
+        if s["ask"] == "choice" and s["confidence"] == "verbalised":
+            raise UserError(f"method {spec.name!r}: a teacher asked to choose (ask: choice) states no confidence; "
+                            "use ask: reply for confidence: verbalised")
 
     def check(self, ctx: Context) -> None:
         super().check(ctx)
@@ -199,13 +292,22 @@ class DualChecker(Method):
         if not tasks or any(not e.choices for t in tasks for e in t.splits.train[:1]):
             raise UserError(f"method {self.spec.name!r} labels classification examples: give the suite an ID task "
                             "with options (a multiple-choice card) and a train split")
-        labels = {tuple(e.choices) for t in tasks for e in t.splits.train}
-        if len(labels) > 1:
-            raise UserError(f"method {self.spec.name!r}: the ID train examples do not share one label set "
-                            f"({len(labels)} different); give it one classification task, or tasks with one label set")
+        if len(tasks) > 1:
+            raise UserError(f"method {self.spec.name!r} labels one ID task (its card's description is the teacher's "
+                            f"instruction), and the suite has {len(tasks)}: {', '.join(t.name for t in tasks)}; keep "
+                            "one ID task with a train split")
+        if isinstance(ctx.suite.teacher, Endpoint) and self.settings["ask"] == "choice":
+            raise UserError(f"method {self.spec.name!r}: an endpoint teacher gives no log-likelihoods to choose a "
+                            "label by; use ask: reply (the default for an endpoint)")
         if self.uses("teacher") and not any(e.detail for t in tasks for e in t.splits.train):
             raise UserError(f"method {self.spec.name!r}: the teacher checker re-asks with each example's detail, "
                             f"and {tasks[0].name} has none; use a card with `short:` in its options, or part: simi")
+
+    def _asking(self, endpoint: bool) -> tuple[str, str]:
+        """How the teacher is asked (choice: label log-likelihoods; reply: a written answer) and which confidence
+        the checker reads; an endpoint can only reply, and a reply's default confidence is the stated one."""
+        ask = self.settings["ask"] or ("reply" if endpoint else "choice")
+        return ask, self.settings["confidence"] or ("verbalised" if ask == "reply" else "token")
 
     def uses(self, component: str) -> bool:
         """Whether this part of the grid has `component` (simi: ContextAligner; teacher, student: the checkers)."""
@@ -214,28 +316,32 @@ class DualChecker(Method):
 
     def fit(self, ctx: Context) -> StudentArtifact:
         s, train = self.settings, ctx.train
-        black_box = isinstance(ctx.suite.teacher, Endpoint)
-        tau = TAU["black" if black_box else "white"] if s["tau"] is None else float(s["tau"])
-        instruction = ctx.tasks[0].card.description or "Label the text."
-        labels = tuple(train[0].choices)
-        teacher = Teacher(ctx.teacher_engine(fine_tuned=False), black_box, instruction, labels, s)
+        endpoint = isinstance(ctx.suite.teacher, Endpoint)
+        ask, confidence = self._asking(endpoint)
+        tau = TAU[confidence] if s["tau"] is None else float(s["tau"])
+        instruction = next(t for t in ctx.tasks if t.splits.train).card.description or "Label the text."
+        teacher = Teacher(ctx.teacher_engine(fine_tuned=False), instruction, s, reply=ask == "reply",
+                          confidence=confidence, endpoint=endpoint, chat=endpoint or ctx.suite.chat_template)
         rng = np.random.default_rng(ctx.seed)
         order = [int(i) for i in rng.permutation(len(train))]
         static = self._static(train, rng, s["shots"] - (retrieved_count(s["shots"]) if self.uses("simi") else 0))
         demos_of = self._aligner(ctx, teacher, train, static) if self.uses("simi") else \
-            (lambda i: [Demo(train[j].prompt, labels[train[j].gold]) for j in static])
+            (lambda i: [Demo(train[j].prompt, gold_label(train[j])) for j in static])
         learner = self._learner(ctx) if self.uses("student") else None
         feedback: list[Demo] = []
         rows, stream = {}, []
         for start in range(0, len(order), s["buffer"]):
             batch = order[start:start + s["buffer"]]
             demos = [feedback[-1:] + demos_of(i) for i in batch]
-            first = teacher.label([train[i].prompt for i in batch], demos)
+            first = teacher.label([train[i] for i in batch], [train[i].prompt for i in batch], demos)
             final, again = self._reask(teacher, [train[i] for i in batch], demos, first, tau)
             for k, i in enumerate(batch):
                 rows[i] = {"id": train[i].id, "gold": int(train[i].gold), "first": first[k].label,
                            "first_confidence": first[k].confidence, "label": final[k].label,
-                           "confidence": final[k].confidence, "reprompted": k in again, "buffer": start // s["buffer"]}
+                           "confidence": final[k].confidence, "reprompted": k in again, "buffer": start // s["buffer"],
+                           "first_token_confidence": first[k].token, "token_confidence": final[k].token,
+                           "first_verbalised_confidence": first[k].verbalised,
+                           "verbalised_confidence": final[k].verbalised}
             if learner is not None:
                 picked = self._student_check(ctx, learner, teacher, [train[i] for i in batch], final)
                 if picked is not None:
@@ -244,7 +350,8 @@ class DualChecker(Method):
         labelled = self._relabelled(train, rows)
         ctx.log(f"{ctx.spec.name}: the teacher labelled {len(rows)} examples: {self._summary(rows)}; "
                 f"{len(feedback)} feedback demonstration(s)")
-        ctx.record("dualchecker", {"settings": {**s, "tau": tau}, "black_box": black_box, "labels": list(labels),
+        ctx.record("dualchecker", {"settings": {**s, "ask": ask, "confidence": confidence, "tau": tau},
+                                   "black_box": endpoint, "labels": label_sets(train),
                                    "items": [rows[i] for i in sorted(rows)], "stream": stream,
                                    "feedback": [dataclasses.asdict(d) for d in feedback],
                                    "unparsable": teacher.unparsable})
@@ -262,7 +369,8 @@ class DualChecker(Method):
         again = [k for k, answer in enumerate(first)
                  if self.uses("teacher") and answer.confidence < tau and batch[k].detail]
         if again:
-            redo = teacher.label([batch[k].detail[:self.settings["detail_chars"]] for k in again],
+            redo = teacher.label([batch[k] for k in again],
+                                 [batch[k].detail[:self.settings["detail_chars"]] for k in again],
                                  [demos[k] for k in again])
             for k, answer in zip(again, redo):
                 final[k] = answer
@@ -288,8 +396,8 @@ class DualChecker(Method):
         near = {i: neighbours(embeddings, i, count) for i in range(len(train))}
         needed = sorted(set(static) | {j for js in near.values() for j in js})
         reasons = dict(zip(needed, teacher.reasons([train[j].prompt for j in needed],
-                                                   [teacher.labels[train[j].gold] for j in needed])))
-        demo = {j: Demo(train[j].prompt, teacher.labels[train[j].gold], reasons[j]) for j in needed}
+                                                   [gold_label(train[j]) for j in needed])))
+        demo = {j: Demo(train[j].prompt, gold_label(train[j]), reasons[j]) for j in needed}
         return lambda i: [demo[j] for j in near[i]] + [demo[j] for j in static]
 
     def _learner(self, ctx: Context):
@@ -314,7 +422,7 @@ class DualChecker(Method):
         if pick is None:
             return None
         example = batch[pick]
-        label = teacher.labels[example.gold]
+        label = gold_label(example)
         return Demo(example.prompt, label, teacher.reasons([example.prompt], [label])[0])
 
     def _relabelled(self, train: list[Example], rows: dict) -> list[Example]:
@@ -361,18 +469,31 @@ def teacher_records(view: RunView) -> list[tuple[str, int, dict]]:
             for seed, run in sorted(entry.runs.items()) if "dualchecker" in run.records]
 
 
+WHEN = (("before", "first", "first_"), ("after", "label", ""))  # (when, label key, confidence key prefix)
+
+
+def confidence_kinds(items: list[dict]) -> list[str]:
+    """The kinds of confidence (token, verbalised) every answer of a record has."""
+    return [kind for kind in CONFIDENCES if all(r.get(f"{p}{kind}_confidence") is not None
+                                                for r in items for _, _, p in WHEN)]
+
+
 def teacher_side(record: dict) -> dict:
-    """The teacher's labels of the train split against gold: accuracy, macro-F1 and the ECE of its confidence,
-    before and after re-asking; the share re-asked and the accuracy of those before and after; feedback count."""
+    """The teacher's labels of the train split against gold: accuracy, macro-F1 and the ECE of the confidence the
+    checker reads (and of each kind the answers have: token, verbalised), before and after re-asking; the share
+    re-asked and the accuracy of those before and after; feedback count."""
     from harness.metrics import ece
 
     items = record["items"]
     out = {}
-    for when, label, confidence in (("before", "first", "first_confidence"), ("after", "label", "confidence")):
+    for when, label, prefix in WHEN:
         correct = [r[label] == r["gold"] for r in items]
         out[f"acc_{when}"] = float(np.mean(correct))
         out[f"f1_{when}"] = teacher_f1(items, label)
-        out[f"ece_{when}"] = ece([r[confidence] for r in items], correct)
+        out[f"ece_{when}"] = ece([r[f"{prefix}confidence"] for r in items], correct)
+        for kind in CONFIDENCES:
+            out[f"ece_{kind}_{when}"] = (ece([r[f"{prefix}{kind}_confidence"] for r in items], correct)
+                                         if kind in confidence_kinds(items) else np.nan)
     asked = [r for r in items if r["reprompted"]]
     out["reprompted"] = len(asked) / len(items)
     out["reprompted_acc_before"] = float(np.mean([r["first"] == r["gold"] for r in asked])) if asked else np.nan
@@ -400,24 +521,33 @@ def teacher_table(view: RunView):
 
 @register_table("dualchecker_gains")
 def gains_table(view: RunView):
-    """Each variant's teacher against the plain few-shot teacher (`part: none`, the same shots when the run has it)
-    on the same train examples: the difference in macro-F1 and accuracy of their labels, mean over the seeds both
-    ran, with a 95% paired bootstrap interval (the same resampled examples for both in each seed)."""
+    """Each variant's teacher against the plain few-shot teacher (`part: none`, asked the same way and with the same
+    shots when the run has them) on the same train examples: the difference in macro-F1 and accuracy of their
+    labels, mean over the seeds both ran, with a 95% paired bootstrap interval (the same resampled examples for both
+    in each seed)."""
     import pandas as pd
 
     runs: dict[str, dict[int, dict]] = {}
     for name, seed, record in teacher_records(view):
         runs.setdefault(name, {})[seed] = record
-    setting = {name: next(iter(by_seed.values()))["settings"] for name, by_seed in runs.items()}
+    setting = {name: asked(next(iter(by_seed.values()))) for name, by_seed in runs.items()}
     bases = [name for name in runs if setting[name]["part"] == "none"]
     rows = []
     for name in [n for n in runs if n not in bases and bases]:
-        base = next((b for b in bases if setting[b]["shots"] == setting[name]["shots"]), bases[0])
+        alike = [b for b in bases if setting[b]["ask"] == setting[name]["ask"]] or bases
+        base = next((b for b in alike if setting[b]["shots"] == setting[name]["shots"]), alike[0])
         seeds = sorted(set(runs[name]) & set(runs[base]))
         if seeds:
             rows.append({"variant": name, "part": setting[name]["part"], "shots": setting[name]["shots"],
                          "against": base, "seeds": len(seeds), **paired_gain(runs[name], runs[base], seeds)})
     return pd.DataFrame(rows) if rows else None
+
+
+def asked(record: dict) -> dict:
+    """A record's settings with `ask` (records from before it was a parameter asked an endpoint by reply, a local
+    model by choice)."""
+    settings = record["settings"]
+    return {**settings, "ask": settings.get("ask") or ("reply" if record.get("black_box") else "choice")}
 
 
 def paired_gain(mine: dict[int, dict], base: dict[int, dict], seeds: list[int], n_boot: int = 1000) -> dict:
@@ -498,7 +628,8 @@ def stream_figure(view: RunView):
 
 @register_figure("dualchecker_reliability")
 def reliability_figure(view: RunView):
-    """The teacher's reliability diagram before and after re-asking (first seed of each variant that re-asks)."""
+    """The teacher's reliability diagram before and after re-asking (first seed of each variant that re-asks), for
+    each kind of confidence its answers have (token probability, verbalised)."""
     from matplotlib.figure import Figure
 
     from harness.metrics import reliability_table
@@ -508,11 +639,14 @@ def reliability_figure(view: RunView):
         return None
     fig = Figure(figsize=(FIGSIZE[0] * len(records), FIGSIZE[1]))
     for ax, (name, record) in zip(np.atleast_1d(fig.subplots(1, len(records))), sorted(records.items())):
-        for when, label, confidence in (("before", "first", "first_confidence"), ("after", "label", "confidence")):
-            items = record["items"]
-            table = reliability_table([r[confidence] for r in items], [r[label] == r["gold"] for r in items])
+        items = record["items"]
+        kinds = confidence_kinds(items) or [None]  # None: a record from before both kinds were kept
+        for (when, label, prefix), kind in ((w, k) for k in kinds for w in WHEN):
+            key = f"{prefix}{kind}_confidence" if kind else f"{prefix}confidence"
+            table = reliability_table([r[key] for r in items], [r[label] == r["gold"] for r in items])
             table = table[table["count"] > 0]
-            ax.plot(100 * table["confidence"], 100 * table["accuracy"], marker="o", markersize=3, label=when)
+            ax.plot(100 * table["confidence"], 100 * table["accuracy"], marker="o", markersize=3,
+                    linestyle="--" if kind == "verbalised" else "-", label=f"{when}, {kind}" if kind else when)
         ax.plot([0, 100], [0, 100], color="grey", linewidth=0.5, linestyle="--")
         ax.set_xlabel("teacher confidence (%)")
         ax.set_ylabel("teacher accuracy (%)")

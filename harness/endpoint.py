@@ -5,8 +5,8 @@ A suite names it as its teacher:
     teacher: {endpoint: http://127.0.0.1:8000/v1, model: NAME, api_key_env: VAR, api: chat}
 
 The key is read from the environment variable `api_key_env` when a request is made and is written nowhere.
-The engine has one capability, generation (text, and per-token log-probs where the server returns them), through
-the `openai` client's chat or completions API.
+The engine has one capability, generation (text, and per-token log-probs and token texts where the server returns
+them), through the `openai` client's chat or completions API.
 
 - Every request is cached on disk (sqlite, keyed by model, API, prompt or messages and sampling parameters, like
   lm-eval's `CachingLM`) the moment its reply arrives, so a repeated or resumed run asks nothing twice.
@@ -202,23 +202,26 @@ def _chat_choice(choice) -> Generation:
     text = choice.message.content
     if not isinstance(text, str):
         raise MalformedReply("a choice without text")
-    values = tops = None
+    values = tops = tokens = None
     if choice.logprobs is not None and choice.logprobs.content is not None:
         values = tuple(float(t.logprob) for t in choice.logprobs.content)
         tops = tuple({a.token: float(a.logprob) for a in (t.top_logprobs or [])} for t in choice.logprobs.content)
+        tokens = tuple(str(t.token) for t in choice.logprobs.content)
     return Generation(text, (), values, tops if tops and any(tops) else None, choice.finish_reason or "stop",
-                      _stop_reason(choice))
+                      _stop_reason(choice), tokens)
 
 
 def _completion_choice(choice) -> Generation:
     if not isinstance(choice.text, str):
         raise MalformedReply("a choice without text")
-    values = tops = None
+    values = tops = tokens = None
     if choice.logprobs is not None and choice.logprobs.token_logprobs is not None:
         values = tuple(float(v) for v in choice.logprobs.token_logprobs)
         if choice.logprobs.top_logprobs:
             tops = tuple({k: float(v) for k, v in (t or {}).items()} for t in choice.logprobs.top_logprobs)
-    return Generation(choice.text, (), values, tops, choice.finish_reason or "stop", _stop_reason(choice))
+        if choice.logprobs.tokens:
+            tokens = tuple(str(t) for t in choice.logprobs.tokens)
+    return Generation(choice.text, (), values, tops, choice.finish_reason or "stop", _stop_reason(choice), tokens)
 
 
 def _stop_reason(choice) -> str | None:

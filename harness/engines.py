@@ -45,19 +45,22 @@ class Generation:
     top_logprobs: tuple[dict[str, float], ...] | None = None  # the top alternatives at each position, when asked
     finish_reason: str = "stop"
     stopped_by: str | None = None
+    tokens: tuple[str, ...] | None = None  # each generated token's text, where a server gives texts, not ids
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "token_ids": list(self.token_ids),
+        data = {"text": self.text, "token_ids": list(self.token_ids),
                 "logprobs": None if self.logprobs is None else list(self.logprobs),
                 "top_logprobs": None if self.top_logprobs is None else list(self.top_logprobs),
                 "finish_reason": self.finish_reason, "stopped_by": self.stopped_by}
+        return data if self.tokens is None else {**data, "tokens": list(self.tokens)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Generation":
         return cls(data["text"], tuple(data.get("token_ids") or ()),
                    None if data.get("logprobs") is None else tuple(data["logprobs"]),
                    None if data.get("top_logprobs") is None else tuple(data["top_logprobs"]),
-                   data.get("finish_reason", "stop"), data.get("stopped_by"))
+                   data.get("finish_reason", "stop"), data.get("stopped_by"),
+                   None if data.get("tokens") is None else tuple(data["tokens"]))
 
 
 @dataclass

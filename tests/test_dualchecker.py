@@ -48,6 +48,38 @@ def test_parse_label(reply, expected):
     assert dc.parse_label(reply, ("no", "yes")) == expected
 
 
+SPANS = [  # (reply, (label, start, end) or None): the label after "Answer:" on its line, whole words, any case
+    ("Answer: yes\nConfidence: 90%", (1, 8, 11)),
+    (" yes, surely", (1, 1, 4)),
+    ("Answer:\n  No. Confidence: 70", (0, 10, 12)),
+    ("answer : YES or no", (1, 9, 12)),  # the first label named wins
+    ("Answer: not sure\nyes", None),  # "not" is not "no", and only the answer's line counts
+    ("I cannot tell.", None),
+]
+
+
+@pytest.mark.parametrize("reply, expected", SPANS)
+def test_label_span(reply, expected):
+    assert dc.label_span(reply, ("no", "yes")) == expected
+    assert dc.parse_label(reply, ("no", "yes")) == (None if expected is None else expected[0])
+
+
+TOKENS = [  # (text, token texts, token log-probs, label probability): the tokens that spell the label
+    ("Answer: yes\nConf", ("Answer:", " yes", "\nConf"), (-0.1, -0.2, -0.3), math.exp(-0.2)),
+    ("Answer: yes\n", ("Answer:", " y", "es", "\n"), (-0.1, -0.2, -0.3, -0.4), math.exp(-0.5)),
+    ("Answer: maybe", ("Answer:", " maybe"), (-0.1, -0.2), 0.0),  # unparsable: no label, no probability
+    ("Answer: yes", None, None, None),  # no log-probs
+    ("Answer: yes", ("Answer:", " no"), (-0.1, -0.2), None),  # tokens that do not spell the text
+]
+
+
+@pytest.mark.parametrize("text, tokens, logprobs, expected", TOKENS)
+def test_label_probability_multiplies_the_label_tokens(text, tokens, logprobs, expected):
+    generation = Generation(text, (), logprobs, None, "stop", None, tokens)
+    got = dc.label_probability(generation, dc.token_pieces(generation, None), dc.label_span(text, ("no", "yes")))
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
 @pytest.mark.parametrize("shots, count", [(0, 0), (1, 1), (3, 1), (4, 2), (5, 2), (6, 3), (7, 3)])
 def test_retrieved_count_is_the_codes_rule(shots, count):
     assert dc.retrieved_count(shots) == count
@@ -97,26 +129,28 @@ class WhiteBox:
 
 
 class BlackBox:
-    """A chat teacher whose reply to a question is `reply(text)`."""
+    """A teacher whose reply to a question is `reply(text)`: a text, or (text, token texts, token log-probs)."""
 
     def __init__(self, reply):
-        self.reply, self.asked = reply, []
+        self.reply, self.asked, self.params = reply, [], []
 
     def generate(self, prompts, **params):
         out = []
-        for messages in prompts:
-            content = messages[-1]["content"]
-            if "Please explain why" in content:
+        for prompt in prompts:
+            if "Please explain why" in prompt:
                 out.append([Generation("because")])
                 continue
-            self.asked.append(text_of(content))
-            out.append([Generation(self.reply(text_of(content)))])
+            self.asked.append(text_of(prompt))
+            self.params.append(params)
+            answer = self.reply(text_of(prompt))
+            text, tokens, logprobs = (answer, None, None) if isinstance(answer, str) else answer
+            out.append([Generation(text, (), logprobs, None, "stop", None, tokens)])
         return out
 
 
-def fit(monkeypatch, teacher, black_box=False, **params):
-    """Fit `dualchecker` on the smoke suite's ID task with `teacher`; the final training is recorded, not run."""
-    suite = load_suite("dualchecker-smoke")
+def fit(monkeypatch, teacher, black_box=False, suite="dualchecker-smoke", **params):
+    """Fit `dualchecker` on `suite`'s ID task with `teacher`; the final training is recorded, not run."""
+    suite = load_suite(suite)
     spec = MethodSpec("dc", "dualchecker", {"shots": 0, **params})
     ctx = Context(suite=suite, spec=spec, seed=0, tasks=[t for t in resolve_tasks(suite) if t.card.domain == "id"],
                   log=lambda line: None)
@@ -158,6 +192,26 @@ def test_a_scripted_white_box_teacher_gives_its_labels_and_reasks_below_the_thre
     assert len(details) == 2 * (len(train) - len(odd))  # each re-asked question: one request per label
 
 
+class FirstOption:
+    """A local teacher that always prefers the option first in alphabetical order, whatever the options are."""
+
+    def loglikelihood(self, requests):
+        return [(-sum(map(ord, continuation.strip()[:1])), True) for _, continuation in requests]
+
+    def generate(self, prompts, **params):
+        return [[Generation("because")] for _ in prompts]
+
+
+def test_each_question_is_labelled_among_its_own_options(monkeypatch):
+    """`smoke`'s ID task is multiple choice over each question's own objects (4 of them): the teacher is asked
+    about exactly those, and its label is the index of the one it prefers."""
+    ctx, record, examples = fit(monkeypatch, FirstOption(), suite="smoke", part="simi", shots=3)
+    assert record["labels"] is None and len({tuple(e.choices) for e in ctx.train}) > 1
+    expected = {e.id: min(range(len(e.choices)), key=lambda c: e.choices[c][0]) for e in ctx.train}
+    assert {r["id"]: r["label"] for r in record["items"]} == expected
+    assert {e.id: e.gold for e in examples} == expected
+
+
 def test_without_the_teacher_checker_nothing_is_reasked(monkeypatch):
     teacher = WhiteBox(lambda text: 0.6)
     _, record, examples = fit(monkeypatch, teacher, part="simi")
@@ -183,6 +237,55 @@ def test_unparsable_black_box_replies_are_counted_and_never_filled_with_gold(mon
     assert {e.id for e in examples} == set(train) - bad and {e.gold for e in examples} == {1}
     _, _, leaked = fit(monkeypatch, BlackBox(reply), black_box=True, part="teacher", unparsable="gold_leak")
     assert {e.id: e.gold for e in leaked} == {i: 1 if i not in bad else train[i].gold for i in train}
+
+
+def scripted_reply(text):
+    """A written answer: "no" to the detail (token probability 0.95), else "yes", 0.9 sure by its tokens for even
+    weights and 0.6 for odd ones, and always 99% sure in words."""
+    label, p = ("no", 0.95) if text.count("weighs") > 1 else \
+        ("yes", 0.9 if int(re.search(r"(\d+) kg", text).group(1)) % 2 == 0 else 0.6)
+    tokens = ("Answer:", f" {label}", "\nConfidence: 99%")
+    return "".join(tokens), tokens, (-0.01, math.log(p), -0.02)
+
+
+def test_a_reply_teacher_keeps_both_confidences_and_the_checker_reads_the_one_asked_for(monkeypatch):
+    teacher = BlackBox(scripted_reply)
+    ctx, record, _ = fit(monkeypatch, teacher, part="teacher", ask="reply", confidence="token")
+    assert record["settings"]["tau"] == 0.75 and record["settings"]["ask"] == "reply"
+    assert all(p == {"max_tokens": 96, "temperature": 0.0, "logprobs": True, "stop": dc.REPLY_STOP}
+               for p in teacher.params)
+    odd = {e.id for e in ctx.train if int(re.search(r"(\d+) kg", e.prompt).group(1)) % 2}
+    for row in record["items"]:
+        assert row["reprompted"] == (row["id"] in odd)  # token 0.6 < 0.75, though 99% in words
+        assert row["first_token_confidence"] == pytest.approx(0.6 if row["id"] in odd else 0.9)
+        assert row["first_verbalised_confidence"] == row["verbalised_confidence"] == 0.99
+        assert row["label"] == (0 if row["id"] in odd else 1)
+        assert row["confidence"] == row["token_confidence"] == pytest.approx(0.95 if row["id"] in odd else 0.9)
+    side = dc.teacher_side(record)
+    from harness.metrics import ece
+
+    after = [r["label"] == r["gold"] for r in record["items"]]
+    assert side["ece_verbalised_after"] == pytest.approx(ece([0.99] * len(after), after))
+    assert side["ece_token_after"] == side["ece_after"]
+    # read in words, 99% is never below tau: nothing re-asked (the black-box default)
+    _, words, _ = fit(monkeypatch, BlackBox(scripted_reply), part="teacher", ask="reply")
+    assert words["settings"]["confidence"] == "verbalised" and words["settings"]["tau"] == 0.85
+    assert not any(r["reprompted"] for r in words["items"])
+
+
+def test_a_white_box_teacher_has_token_confidence_only():
+    items = [{"gold": 1, "first": 1, "label": 1, "first_confidence": 0.8, "confidence": 0.8, "reprompted": False,
+              "first_token_confidence": 0.8, "token_confidence": 0.8, "first_verbalised_confidence": None,
+              "verbalised_confidence": None}]
+    side = dc.teacher_side({"items": items, "feedback": [], "unparsable": 0})
+    assert side["ece_token_after"] == pytest.approx(0.2) and math.isnan(side["ece_verbalised_after"])
+
+
+def test_token_confidence_from_replies_without_log_probs_is_a_one_line_error(monkeypatch):
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="carry no token log-probs"):
+        fit(monkeypatch, BlackBox(lambda text: "Answer: yes\nConfidence: 90%"), ask="reply", confidence="token")
 
 
 class Learner:
@@ -278,10 +381,19 @@ BAD = "teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [%s]\n
     ("smoke_short", "{method: dualchecker, shots: -1}", "shots must be a whole number >= 0"),
     ("smoke_short", "{method: dualchecker, tau: 2}", "tau must be a probability in [0, 1]"),
     ("smoke_short", "{method: dualchecker, unparsable: gold}", "unparsable must be drop or gold_leak"),
-    ("smoke_id", "{method: dualchecker}", "do not share one label set"),
+    ("smoke_id", "{method: dualchecker}", "smoke_id has none; use a card with `short:`"),
     ("smoke_cot_id", "{method: dualchecker}", "labels classification examples"),
-    ("smoke_id", "{method: dualchecker, part: teacher}", "do not share one label set"),
+    ("smoke_id, smoke_short", "{method: dualchecker, part: simi}", "the suite has 2: smoke_id, smoke_short"),
+    ("smoke_short", "{method: dualchecker, ask: maybe}", "ask must be choice or reply"),
+    ("smoke_short", "{method: dualchecker, confidence: stated}", "confidence must be token or verbalised"),
+    ("smoke_short", "{method: dualchecker, ask: choice, confidence: verbalised}", "states no confidence"),
 ])
 def test_bad_parameters_are_one_line_errors_before_anything_is_written(tmp_path, monkeypatch, capsys, task, method,
                                                                       message):
     assert message in refused(tmp_path, monkeypatch, capsys, BAD % (task, method))
+
+
+def test_an_endpoint_teacher_cannot_be_asked_to_choose(tmp_path, monkeypatch, capsys):
+    suite = BAD.replace("teacher: tiny-random", "teacher: {endpoint: http://127.0.0.1:9/v1, model: m}")
+    assert "use ask: reply" in refused(tmp_path, monkeypatch, capsys,
+                                       suite % ("smoke_short", "{method: dualchecker, ask: choice}"))

@@ -13,7 +13,7 @@ from harness.config import load_suite
 from harness.runner import run_suite
 from harness.store import RunDir
 
-METHODS = ["teacher", "zeroshot", "finetune", "kd", "first"]
+METHODS = ["teacher", "zeroshot", "finetune", "kd", "first", "dualchecker"]
 
 
 @pytest.fixture(scope="module")

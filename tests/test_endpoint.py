@@ -75,8 +75,12 @@ def reply(body: dict, path: str) -> dict:
     usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     if path.endswith("/chat/completions"):
         text = body["messages"][-1]["content"].upper()
+        logprobs = None
+        if body.get("logprobs"):  # two tokens: the first character, then the rest
+            logprobs = {"content": [{"token": piece, "logprob": value, "bytes": None, "top_logprobs": []}
+                                    for piece, value in ((text[:1], -0.5), (text[1:], -0.25))]}
         return {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"], "usage": usage,
-                "choices": [{"index": 0, "finish_reason": "stop",
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                              "message": {"role": "assistant", "content": text}}]}
     text = body["prompt"].upper()
     return {"id": "c", "object": "text_completion", "created": 0, "model": body["model"], "usage": usage,
@@ -96,6 +100,16 @@ def engine(server, tmp_path, api="completions", retries=5, **options) -> OpenAIE
                         cache_path=tmp_path / "requests.sqlite", sleep=waits.append)
     made.waits = waits
     return made
+
+
+def test_chat_log_probs_come_with_their_token_texts_and_survive_the_cache(server, tmp_path):
+    (generation,), = engine(server, tmp_path, api="chat").generate(["yes sir"], logprobs=True)
+    assert generation.tokens == ("Y", "ES SIR") and generation.logprobs == (-0.5, -0.25)
+    assert server.requests[0]["body"]["logprobs"] is True
+    (cached,), = engine(server, tmp_path, api="chat").generate(["yes sir"], logprobs=True)
+    assert cached == generation and len(server.requests) == 1
+    (plain,), = engine(server, tmp_path, api="chat").generate(["no"])
+    assert plain.tokens is None and plain.logprobs is None
 
 
 def test_timeouts_5xx_429_and_truncated_json_are_retried_until_an_answer(server, tmp_path):
@@ -222,4 +236,6 @@ def test_vllm_serve_gives_the_in_process_engines_greedy_text(vllm_server, vllm_e
     for s, l in zip(served, local):
         assert s[0].finish_reason == l[0].finish_reason and s[0].stopped_by == l[0].stopped_by
         assert s[0].logprobs == pytest.approx(l[0].logprobs, abs=1e-4)
+        assert s[0].tokens is not None and len(s[0].tokens) == len(l[0].token_ids)
+        assert "".join(s[0].tokens).startswith(s[0].text)
     assert teacher.usage.sent == 3 and teacher.usage.completion_tokens == sum(len(g[0].token_ids) for g in local)
