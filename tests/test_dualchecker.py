@@ -157,7 +157,7 @@ def fit(monkeypatch, teacher, black_box=False, suite="dualchecker-smoke", **para
     trained = {}
     monkeypatch.setattr(Context, "teacher_engine", lambda self, fine_tuned=True: teacher)
     monkeypatch.setattr(Context, "sft", lambda self, cache, key, init, examples, config, seed:
-                        trained.setdefault("examples", examples) and StudentArtifact(init))
+                        trained.update(examples=examples) or StudentArtifact(init))
     if black_box:
         monkeypatch.setattr(dc, "Endpoint", object)  # any teacher counts as an endpoint
     method = dc.DualChecker(spec)
@@ -286,6 +286,27 @@ def test_token_confidence_from_replies_without_log_probs_is_a_one_line_error(mon
 
     with pytest.raises(UserError, match="carry no token log-probs"):
         fit(monkeypatch, BlackBox(lambda text: "Answer: yes\nConfidence: 90%"), ask="reply", confidence="token")
+
+
+@pytest.mark.vllm
+def test_a_served_teachers_token_confidence_comes_from_the_servers_log_probs(vllm_server, vllm_engine, tmp_path,
+                                                                            monkeypatch):
+    """A real `vllm serve` as the black-box teacher: its replies' token texts and log-probs give the same token
+    probabilities as the in-process engine's ids decoded, and a run reads a token confidence for every answer."""
+    from harness.endpoint import Endpoint, OpenAIEngine
+
+    teacher = OpenAIEngine(Endpoint(vllm_server, "tiny", api="completions"), cache_path=tmp_path / "r.sqlite")
+    prompts = [f"Is {n} kg heavy? Answer:" for n in (3, 40, 500)]
+    served = [g[0] for g in teacher.generate(prompts, max_tokens=8, logprobs=True, stop=dc.REPLY_STOP)]
+    local = [g[0] for g in vllm_engine.generate(prompts, max_tokens=8, logprobs=True, stop=dc.REPLY_STOP)]
+    for s_, l_ in zip(served, local):
+        pieces = dc.token_pieces(s_, None)
+        assert pieces == dc.token_pieces(l_, vllm_engine.tokenizer)
+        span = (0, 0, len(pieces[0]))  # the first token, as if it spelled a label
+        assert dc.label_probability(s_, pieces, span) == pytest.approx(
+            dc.label_probability(l_, pieces, span), rel=1e-3)
+    _, record, _ = fit(monkeypatch, teacher, black_box=True, part="teacher", confidence="token")
+    assert all(r["first_token_confidence"] is not None for r in record["items"])
 
 
 class Learner:
