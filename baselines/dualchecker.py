@@ -508,14 +508,15 @@ def teacher_table(view: RunView):
     """Per DualChecker variant (mean over seeds): the teacher side of the method."""
     import pandas as pd
 
-    rows = [{"variant": name, "part": record["settings"]["part"], "shots": record["settings"]["shots"],
-             "seed": seed, **teacher_side(record)} for name, seed, record in teacher_records(view)]
+    keys = ["variant", "part", "shots", "ask", "confidence"]
+    rows = [{"variant": name, **{k: settings_of(record)[k] for k in keys[1:]}, "seed": seed, **teacher_side(record)}
+            for name, seed, record in teacher_records(view)]
     if not rows:
         return None
     frame = pd.DataFrame(rows)
-    numbers = [c for c in frame.columns if c not in ("variant", "part", "shots", "seed")]
-    table = frame.groupby(["variant", "part", "shots"], as_index=False, sort=False)[numbers].mean()
-    table.insert(3, "seeds", frame.groupby(["variant", "part", "shots"], sort=False)["seed"].count().to_numpy())
+    numbers = [c for c in frame.columns if c not in keys + ["seed"]]
+    table = frame.groupby(keys, as_index=False, sort=False)[numbers].mean()
+    table.insert(len(keys), "seeds", frame.groupby(keys, sort=False)["seed"].count().to_numpy())
     return table
 
 
@@ -530,7 +531,7 @@ def gains_table(view: RunView):
     runs: dict[str, dict[int, dict]] = {}
     for name, seed, record in teacher_records(view):
         runs.setdefault(name, {})[seed] = record
-    setting = {name: asked(next(iter(by_seed.values()))) for name, by_seed in runs.items()}
+    setting = {name: settings_of(next(iter(by_seed.values()))) for name, by_seed in runs.items()}
     bases = [name for name in runs if setting[name]["part"] == "none"]
     rows = []
     for name in [n for n in runs if n not in bases and bases]:
@@ -543,11 +544,12 @@ def gains_table(view: RunView):
     return pd.DataFrame(rows) if rows else None
 
 
-def asked(record: dict) -> dict:
-    """A record's settings with `ask` (records from before it was a parameter asked an endpoint by reply, a local
-    model by choice)."""
-    settings = record["settings"]
-    return {**settings, "ask": settings.get("ask") or ("reply" if record.get("black_box") else "choice")}
+def settings_of(record: dict) -> dict:
+    """A record's settings with `ask` and `confidence` (records from before they were parameters asked an endpoint
+    by reply, reading the stated confidence, and a local model by choice)."""
+    settings, endpoint = record["settings"], record.get("black_box")
+    return {**settings, "ask": settings.get("ask") or ("reply" if endpoint else "choice"),
+            "confidence": settings.get("confidence") or ("verbalised" if endpoint else "token")}
 
 
 def paired_gain(mine: dict[int, dict], base: dict[int, dict], seeds: list[int], n_boot: int = 1000) -> dict:

@@ -358,6 +358,7 @@ def test_a_killed_run_resumes_without_asking_the_teacher_anything_twice(tmp_path
     table = pd.read_csv(tmp_path / "whole" / "tables" / "dualchecker_teacher.csv")
     assert list(table["variant"]) == ["dualchecker", "fewshot_labels"] and list(table["part"]) == ["all", "none"]
     assert table.loc[1, "reprompted"] == 0 and table.loc[1, "feedback"] == 0  # the plain few-shot baseline
+    assert list(table["ask"]) == ["choice", "choice"] and list(table["confidence"]) == ["token", "token"]
     gains = pd.read_csv(tmp_path / "whole" / "tables" / "dualchecker_gains.csv")
     assert list(gains["variant"]) == ["dualchecker"] and list(gains["against"]) == ["fewshot_labels"]
     assert (tmp_path / "whole" / "figures" / "dualchecker_stream.png").exists()
