@@ -254,9 +254,9 @@ class Teacher:
         return [" ".join(g[0].text.split()) or "-" for g in replies]
 
     def _chat(self) -> dict:
-        """A local model's prompts go through its chat template when the suite says so (`chat_template: true`);
-        an endpoint's always do (the flag is not sent: the cache keys of earlier runs stay valid)."""
-        return {"chat": True} if self.chat and not self.endpoint else {}
+        """The chat flag, passed only when set (the suite's `chat_template: true`, a local model), so requests
+        without it keep the cache keys of earlier runs; an endpoint is asked as its `api` says."""
+        return {"chat": True} if self.chat else {}
 
 
 # ---------------------------------------------------------------------------------------------- the method
@@ -321,7 +321,7 @@ class DualChecker(Method):
         tau = TAU[confidence] if s["tau"] is None else float(s["tau"])
         instruction = next(t for t in ctx.tasks if t.splits.train).card.description or "Label the text."
         teacher = Teacher(ctx.teacher_engine(fine_tuned=False), instruction, s, reply=ask == "reply",
-                          confidence=confidence, endpoint=endpoint, chat=endpoint or ctx.suite.chat_template)
+                          confidence=confidence, endpoint=endpoint, chat=ctx.suite.chat_template and not endpoint)
         rng = np.random.default_rng(ctx.seed)
         order = [int(i) for i in rng.permutation(len(train))]
         static = self._static(train, rng, s["shots"] - (retrieved_count(s["shots"]) if self.uses("simi") else 0))

@@ -1,8 +1,8 @@
 """Each method against a reference method (finetune by default): the paper-claim view of a run.
 
 For every method, domain (ID average, OOD average, and both together: the mean over all tasks) and metric (accuracy,
-ECE, macro-F1 where the tasks are classifications), the difference method - reference over the tasks both scored, with a 95% interval from the paired bootstrap
-over test examples and seeds of `reports.intervals` (the same resamples for both methods, as the gate pairs them).
+ECE, macro-F1 where the tasks are classifications), the difference method - reference over the tasks both scored,
+with a 95% interval from the paired bootstrap over test examples and seeds of `reports.intervals` (the same resamples for both methods, as the gate pairs them).
 It is given absolute (points) and relative (% of the reference), because papers quote both ("+2.3% accuracy,
 -10% ECE") without always saying which. Raw methods only: `+ts` rows are post-hoc and not what a distillation
 method claims, and reference rows (the prior) are not methods.

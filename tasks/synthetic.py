@@ -15,8 +15,8 @@ phrasings, and filler sentences that lengthen the context.
 running sum as its rationale (`3 + 5 = 8`) and the total as its answer (no label noise).
 
 Card options (defaults): n: 200, seed: 0, num_choices: 4, noise: 0.1, short: false. Fully deterministic for a given
-set. `short: true` (id, ood, total) keeps only the first fact and the question in the prompt and puts the whole question in
-the example's `detail`: a short and a detailed version of one question, for DualChecker's tests.
+set. `short: true` (id, ood, total) keeps only the first fact and the question in the prompt and puts the whole
+question in the example's `detail`: a short and a detailed version of one question, for DualChecker's tests.
 """
 from __future__ import annotations
 
