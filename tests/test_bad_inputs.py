@@ -150,8 +150,8 @@ CASES = {
     "backend flag": (command("run", "smoke", "--backend", "tpu", "--out", "{tmp}/out"),
                      "Invalid value for '--backend'"),
     "figure format": (command("figures", "{tmp}", "--format", "bmp"), "unknown figure format bmp"),
-    "method not in the suite": (command("run", "smoke", "--methods", "elad", "--out", "{tmp}/out"),
-                                "method(s) elad are not in suite 'smoke'"),
+    "method not in the suite": (command("run", "smoke", "--methods", "cot_distill", "--out", "{tmp}/out"),
+                                "method(s) cot_distill are not in suite 'smoke'"),
     "missing argument": (command("run"), "Missing argument 'suite'"),
 }
 

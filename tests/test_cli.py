@@ -22,7 +22,7 @@ def test_help(command):
 @pytest.mark.parametrize("args, message", [
     (["run", "no_such_suite"], "unknown suite 'no_such_suite'"),
     (["run", "smoke", "--tasks", "smoke_idd"], "smoke_id"),  # suggests the close name
-    (["run", "smoke", "--methods", "elad"], "not in suite"),
+    (["run", "smoke", "--methods", "cot_distill"], "not in suite"),
     (["run", "smoke", "--seeds", "one"], "--seeds takes integers"),
     (["eval", "--model", "no-such-model", "--tasks", "smoke_id", "--backend", "hf"], "unknown model"),
     (["report", "missing_run_dir"], "missing_run_dir"),

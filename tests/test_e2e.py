@@ -13,7 +13,8 @@ from harness.config import load_suite
 from harness.runner import run_suite
 from harness.store import RunDir
 
-METHODS = ["teacher", "zeroshot", "finetune", "kd", "first", "dualchecker"]
+METHODS = ["teacher", "zeroshot", "finetune", "kd", "first", "dualchecker", "elad@r0", "elad@r1", "elad"]
+TASKS = {"smoke_id": 48, "smoke_ood": 48, "smoke_cot": 24, "smoke_cot_id": 16}
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,9 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
     run_dir, report, _ = smoke_run
     assert report == run_dir / "report.html" and report.exists()
     results = pd.read_csv(run_dir / "results.csv")
-    tasks = ("smoke_id", "smoke_ood", "smoke_cot")
-    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] + ["prior"] for t in tasks}
+    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] + ["prior"] for t in TASKS}
     assert set(zip(results.method, results.task)) == expected
-    assert (results.n == results.task.map({"smoke_id": 48, "smoke_ood": 48, "smoke_cot": 24})).all()
+    assert (results.n == results.task.map(TASKS)).all()
     assert results.acc.between(0, 1).all() and (results.acc_lo <= results.acc).all()
     cot = pd.read_parquet(RunDir(run_dir).cell_path("test", "teacher", "smoke_cot", 0))
     assert {"answer", "gold_answer", "parsed", "output"} <= set(cot.columns)
@@ -59,11 +59,35 @@ def test_reference_rows_and_cells_without_signal_are_marked_and_warned_about(smo
     assert teacher.collapsed == (teacher.top_share >= 0.9) and teacher.at_chance == (teacher.acc_lo <= teacher.majority)
     warnings = [line for line in log if line.startswith("warning: ")]
     flagged = results[(results.at_chance | results.collapsed) & ~results.index.get_level_values(0).str.endswith("+ts")]
-    assert len(warnings) == len(flagged) - 3  # every flagged raw cell but the prior's, one line each
+    assert len(warnings) == len(flagged) - len(TASKS)  # every flagged raw cell but the prior's, one line each
     assert not any(line.startswith("warning: prior") for line in warnings)
     leaderboard = (run_dir / "leaderboard.md").read_text()
     assert "prior (reference)" in leaderboard and "‡" in leaderboard and "°" in leaderboard
 
+
+
+def test_elad_runs_its_rounds_on_the_smoke_pool(smoke_run):
+    """ELAD in smoke: n0 = 4 seed questions, then 2 rounds of 4 from smoke_cot_id's pool of 12, each round's student a
+    scored cell, the teacher's budget growing round by round; the other methods never see that task's pool."""
+    import json
+
+    run_dir, _, log = smoke_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["tasks"]["smoke_cot_id"]["sizes"] == {"train": 0, "val": 0, "test": 16, "pool": 12}
+    record = manifest["methods"]["elad"]["runs"]["0"]["records"]["elad"]
+    rounds = record["rounds"]
+    assert [r["pool_left"] for r in rounds] == [8, 4] and all(len(r["accepted_steps"]) == 4 for r in rounds)
+    assert all(r["kept"] + r["dropped"] + r["unparsable"] == 4 for r in rounds)
+    spent = [r["budget_before"]["teacher_calls"] for r in rounds] + [record["final_budget"]["teacher_calls"]]
+    assert spent[0] >= 4 and spent == sorted(set(spent))  # every round asks the teacher something new
+    costs = [manifest["methods"][m]["runs"]["0"]["cost"]["teacher_calls"] for m in ("elad@r0", "elad@r1", "elad")]
+    assert costs == spent
+    assert manifest["methods"]["finetune"]["runs"]["0"]["cost"]["train_examples"] == 64
+    budget = pd.read_csv(run_dir / "tables" / "elad_budget.csv")
+    assert set(zip(budget.variant, budget.domain)) == {("elad", "id"), ("elad", "ood")} and (budget.rounds == 3).all()
+    assert "egss + clear (elad)" in set(pd.read_csv(run_dir / "tables" / "elad_main.csv").iloc[:, 0])
+    for name in ("elad_budget", "elad_uncertainty"):
+        assert (run_dir / "figures" / f"{name}.png").exists()
 
 def test_predictions_follow_the_contract(smoke_run):
     run_dir, _, _ = smoke_run

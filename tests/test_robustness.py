@@ -127,7 +127,8 @@ KILL_POINTS = [
     ("teacher full distributions: one pass", 0.0),  # extracting KD's teacher cache
     ("distilling tiny-random into", 0.0),  # inside KD's training
     ("trustworthy maximization picked", 0.0),  # FIRST's c chosen, its training next
-    ("[first seed 0] smoke_cot/test", 0.05),  # the last cell: the manifest and the report are being written
+    ("elad: round 1", 0.0),  # ELAD mid-loop: the seed set and round 0 annotated, round 1 not yet
+    ("[elad seed 0] smoke_cot_id/test", 0.05),  # the last cell: the manifest and the report are being written
 ]
 
 
