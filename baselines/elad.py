@@ -588,6 +588,85 @@ def main_table(view: RunView):
     return wide.rename_axis("selection + annotation").reset_index()
 
 
+# The poster's two claims: EGSS against the other selectors, CLEAR against teacher-written explanations.
+CLAIMS = {"selector": "egss", "annotator": "clear"}
+
+
+def claim_pairs(settings: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """(claim, variant, against) for every two ELAD variants whose settings differ in one thing only: the selector,
+    with EGSS on the variant's side, or the annotator, with CLEAR on it. Same n0, B, R: the same budget in
+    questions, round by round."""
+    pairs = []
+    for variant, mine in settings.items():
+        for against, theirs in settings.items():
+            differs = [key for key in mine if mine[key] != theirs.get(key)]
+            if len(differs) == 1 and mine[differs[0]] == CLAIMS.get(differs[0]):
+                key = differs[0]
+                pairs.append((f"{mine[key]} vs {theirs[key]}", variant, against))
+    return pairs
+
+
+def round_students(view: RunView) -> dict[str, dict[int, str]]:
+    """Per ELAD variant: the method name of its student after each round (the final one is round R)."""
+    found: dict[str, dict[int, str]] = {}
+    for name, entry in view.manifest.methods.items():
+        for run in entry.runs.values():
+            if "round" in run.cost:
+                found.setdefault(entry.round_of or name, {})[int(run.cost["round"])] = name
+                break
+    return found
+
+
+@register_table("elad_claims")
+def claims_table(view: RunView):
+    """The poster's claims, round by round at equal budget: for each pair of `claim_pairs`, round and domain, the
+    paired difference variant - against in accuracy and ECE (fractions) with its 95% interval from the bootstrap
+    over test examples and seeds (`reports.intervals`, the comparison's), both students' teacher tokens, and
+    whether either student is at chance there. `finding` is an interval that excludes 0 between students that are
+    not at chance: a difference between students at chance is noise, not evidence for or against the claim."""
+    import pandas as pd
+
+    from harness.store import read_cell
+    from reports.intervals import bootstrap, interval
+
+    pairs = claim_pairs({name: r["settings"] for name, r in view.records("elad").items()})
+    rounds = round_students(view)
+    pairs = [(claim, a, b) for claim, a, b in pairs if a in rounds and b in rounds]
+    if not pairs:
+        return None
+    names = {name for _, a, b in pairs for name in (*rounds[a].values(), *rounds[b].values())}
+    results = view.results[view.results["method"].isin(names)]
+    settings = view.manifest.metrics
+    draws = bootstrap(results, lambda m, t, s: read_cell(view.run.cell_path("test", m, t, s)), settings.n_boot,
+                      settings.bins, settings.equal_mass)
+
+    def tokens(name: str) -> float:
+        return float(np.mean([run.cost.get("teacher_tokens", 0) for run in view.manifest.methods[name].runs.values()]))
+
+    rows = []
+    for claim, variant, against in pairs:
+        for r in sorted(set(rounds[variant]) & set(rounds[against])):
+            mine, theirs = rounds[variant][r], rounds[against][r]
+            for domain in ("id", "ood"):
+                scope = results[results["domain"] == domain]
+                tasks = sorted(set(scope.loc[scope["method"] == mine, "task"])
+                               & set(scope.loc[scope["method"] == theirs, "task"]))
+                if not tasks:
+                    continue
+                chance = bool(scope.loc[scope["method"].isin([mine, theirs]) & scope["task"].isin(tasks),
+                                        "at_chance"].any())
+                for metric in ("acc", "ece"):
+                    (a, a_values), (b, b_values) = (draws.average(m, tasks, metric) for m in (mine, theirs))
+                    lo, hi = interval(a - b, a_values - b_values)
+                    rows.append({"claim": claim, "variant": variant, "against": against, "round": r,
+                                 "domain": domain, "metric": metric, "tasks": len(tasks),
+                                 "seeds": int(scope.loc[scope["method"] == mine, "seed"].nunique()),
+                                 "variant_tokens": tokens(mine), "against_tokens": tokens(theirs),
+                                 "variant_mean": a, "against_mean": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi,
+                                 "at_chance": chance, "finding": not chance and (lo > 0 or hi < 0)})
+    return pd.DataFrame(rows)
+
+
 @register_figure("elad_budget")
 def budget_figure(view: RunView):
     """Accuracy and ECE (ID tasks) against the teacher tokens spent, per variant, with the range over seeds."""

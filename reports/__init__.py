@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.cache import write_text
@@ -35,13 +36,14 @@ def _out_dir(run_dirs: list[Path], out) -> Path:
     return out
 
 
-def _figures(run_dirs: list[Path], out: Path, manifest: Manifest, results) -> list[Path]:
-    """`write_figures` into `out/figures`. It reads one run directory, so for a merge (or an --out elsewhere) it
-    reads a temporary one inside `out`: the merged manifest and links to every run's predictions."""
-    from reports.figures import write_figures
-
+@contextmanager
+def _readable(run_dirs: list[Path], out: Path, manifest: Manifest):
+    """One run directory with every cell of `run_dirs`, for registered figures and tables to read: the run itself,
+    or for a merge (or an --out elsewhere) a temporary one inside `out`: the merged manifest and links to every
+    run's predictions."""
     if len(run_dirs) == 1 and out.resolve() == run_dirs[0].resolve():
-        return write_figures(out, results, manifest=manifest)
+        yield RunDir(out)
+        return
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as tmp:
         stage = RunDir(tmp)
@@ -53,12 +55,20 @@ def _figures(run_dirs: list[Path], out: Path, manifest: Manifest, results) -> li
                     if not link.exists():  # a cell in two runs is the same in both (checked by the merge)
                         link.parent.mkdir(parents=True, exist_ok=True)
                         link.symlink_to(src.resolve())
-        figures = []
-        for path in write_figures(stage, results, manifest=manifest):
-            dest = out / Path(path).relative_to(stage.path)
+        yield stage
+
+
+def _figures(source: RunDir, out: Path, manifest: Manifest, results) -> list[Path]:
+    """`write_figures` of `source` (see `_readable`), moved into `out/figures`."""
+    from reports.figures import write_figures
+
+    figures = []
+    for path in write_figures(source, results, manifest=manifest):
+        dest = out / Path(path).relative_to(source.path)
+        if dest != Path(path):
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest)
-            figures.append(dest)
+        figures.append(dest)
     return figures
 
 
@@ -116,9 +126,10 @@ def build_report(run_dirs, out: str | Path | None = None, reference: str | None 
         "costs.csv": cost_table(manifest).to_csv(index=False, lineterminator="\n", float_format="%.10g"),
         "comparison.csv": comparison.to_csv(index=False, lineterminator="\n", float_format="%.10g"),
     }
-    tables = method_tables(RunDir(out), manifest, results)
-    files.update({f"tables/{name}.csv": table_csv(table) for name, table in tables.items()})
-    figures = _figures(run_dirs, out, manifest, results)
+    with _readable(run_dirs, out, manifest) as source:
+        tables = method_tables(source, manifest, results)
+        files.update({f"tables/{name}.csv": table_csv(table) for name, table in tables.items()})
+        figures = _figures(source, out, manifest, results)
     files["report.html"] = render_html(manifest, results, frame, comparison, figures, tables)
     for name, text in files.items():
         write_text(out / name, text)

@@ -361,3 +361,77 @@ def test_the_main_table_has_the_posters_layout():
     table = elad.main_table(synthetic_view()).set_index("selection + annotation")
     assert list(table.index) == ["teacher", "egss + clear (elad)", "full pool + teacher CoT (cot_distill)"]
     assert table.loc["egss + clear (elad)", "sum"] == pytest.approx(60.5) and table.loc["teacher", "seeds"] == 2
+
+
+SETTINGS = {"a": {"selector": "egss", "annotator": "clear", "egss_terms": "both"},
+            "b": {"selector": "random", "annotator": "clear", "egss_terms": "both"},
+            "c": {"selector": "egss", "annotator": "teacher_cot", "egss_terms": "both"},
+            "d": {"selector": "random", "annotator": "teacher_cot", "egss_terms": "both"},
+            "e": {"selector": "egss", "annotator": "clear", "egss_terms": "intra"},
+            "f": {"selector": "max_entropy", "annotator": "teacher_cot", "egss_terms": "intra"}}
+
+
+@pytest.mark.parametrize("names, pairs", [
+    ("ab", [("egss vs random", "a", "b")]),
+    ("ac", [("clear vs teacher_cot", "a", "c")]),
+    ("abcd", [("egss vs random", "a", "b"), ("clear vs teacher_cot", "a", "c"), ("clear vs teacher_cot", "b", "d"),
+              ("egss vs random", "c", "d")]),
+    ("ae", []),  # EGSS's terms differ: an ablation, not a claim
+    ("bd", [("clear vs teacher_cot", "b", "d")]),
+    ("ef", []),  # two things differ
+    ("bf", []),
+])
+def test_claim_pairs_differ_in_the_selector_or_the_annotator_only(names, pairs):
+    assert elad.claim_pairs({n: SETTINGS[n] for n in names}) == pairs
+
+
+def claims_run(tmp_path: Path, chance: set[str] = frozenset()):
+    """A stored run with three ELAD variants (elad: egss + clear, random_clear, egss_cot), rounds 0 and 1, seeds 0
+    and 1, one ID and one OOD task of 20 questions. Right answers: elad and egss_cot the first 12 of 20 on every
+    task, seed and round; random_clear the first 6 in round 0 and the first 12 in round 1 (the final student)."""
+    from harness.plots import RunView
+    from harness.store import Manifest, MethodEntry, RunDir, SeedRun
+
+    run, entries, rows = RunDir(tmp_path), {}, []
+    variants = {"elad": ("egss", "clear"), "random_clear": ("random", "clear"), "egss_cot": ("egss", "teacher_cot")}
+    for variant, (selector, annotator) in variants.items():
+        for name, r in ((f"{variant}@r0", 0), (variant, 1)):
+            right = 6 if (variant, r) == ("random_clear", 0) else 12
+            runs = {}
+            for seed in (0, 1):
+                record = {"elad": {"settings": {"selector": selector, "annotator": annotator}}} if r else {}
+                runs[seed] = SeedRun(checkpoint="x", cost={"round": r, "teacher_tokens": 100 * (r + 1)},
+                                     records=record)
+                for task, domain in (("sum", "id"), ("sum_long", "ood")):
+                    correct = np.arange(20) < right
+                    frame = pd.DataFrame({"example_id": [f"q{i}" for i in range(20)], "gold": [0] * 20,
+                                          "pred": np.where(correct, 0, 1), "confidence": [0.9] * 20,
+                                          "probs": [[0.9, 0.1] if c else [0.1, 0.9] for c in correct],
+                                          "correct": correct})
+                    run.write_cell(("test", name, task, seed), frame)
+                    rows.append({"method": name, "seed": seed, "task": task, "domain": domain,
+                                 "acc": right / 20, "at_chance": name in chance})
+            entries[name] = MethodEntry(method="elad", round_of=None if r else variant, runs=runs)
+    manifest = Manifest(suite="s", suite_hash="h", scoring={"mode": "letter", "confidence": "-"}, methods=entries,
+                        metrics={"bins": 10, "n_boot": 200})
+    return RunView(run, manifest, pd.DataFrame(rows))
+
+
+def test_the_claims_table_pairs_rounds_at_equal_budget_with_paired_intervals(tmp_path):
+    table = elad.claims_table(claims_run(tmp_path)).set_index(["claim", "round", "domain", "metric"])
+    assert set(table.index.get_level_values("claim")) == {"egss vs random", "clear vs teacher_cot"}
+    early = table.loc[("egss vs random", 0, "id", "acc")]
+    assert (early.variant, early.against, early.seeds) == ("elad", "random_clear", 2)
+    assert early["diff"] == pytest.approx(0.3) and 0 < early.diff_lo <= 0.3 <= early.diff_hi and early.finding
+    assert (early.variant_tokens, early.against_tokens) == (100, 100)
+    final = table.loc[("egss vs random", 1, "ood", "acc")]  # the same answers: the paired resamples agree exactly
+    assert (final["diff"], final.diff_lo, final.diff_hi, final.finding) == (0, 0, 0, False)
+    ece = table.loc[("egss vs random", 0, "id", "ece")]  # 90% sure of all 20: ECE 0.9 - 0.6 against 0.9 - 0.3
+    assert ece["diff"] == pytest.approx(-0.3) and ece.diff_hi < 0
+    assert (table.loc[("clear vs teacher_cot", slice(None), slice(None), "acc"), "diff"] == 0).all()
+
+
+def test_a_claim_between_students_at_chance_is_not_a_finding(tmp_path):
+    table = elad.claims_table(claims_run(tmp_path, chance={"random_clear@r0"}))
+    early = table.set_index(["claim", "round", "domain", "metric"]).loc[("egss vs random", 0, "id", "acc")]
+    assert early.at_chance and early.diff_lo > 0 and not early.finding
