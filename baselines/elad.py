@@ -29,7 +29,10 @@ Annotators:
   and keeps the accepted prefix; from the first rejected step it writes the rest and the final answer. A local
   (white-box) teacher checks a step by its own greedy next step (`check: greedy`: accepted when it writes the
   same step) or by its likelihood (`check: likelihood`: mean token log-prob >= `likelihood_threshold`), and writes
-  the rest by generation. A chat or endpoint teacher gets the poster's multi-turn prompt ("Can we start with this
+  the rest by generation. With `check: greedy` and greedy decoding an accepted step is the teacher's own next
+  step, so the revision is what `teacher_cot` writes, at the cost of the checks (measured: the same annotated sets,
+  round by round); only `check: likelihood` (or a chat teacher) keeps student steps the teacher would not have
+  written. A chat or endpoint teacher gets the poster's multi-turn prompt ("Can we start with this
   step: ...? If yes, give me your step. If no, give me the rest steps and the final answer."; then "Can we continue
   with this step ...?") and re-words each step it accepts.
 - `teacher_cot`: the teacher writes the whole explanation itself.
@@ -590,18 +593,21 @@ def main_table(view: RunView):
 
 # The poster's two claims: EGSS against the other selectors, CLEAR against teacher-written explanations.
 CLAIMS = {"selector": "egss", "annotator": "clear"}
+CLEAR_ONLY = ("check", "likelihood_threshold")  # settings only CLEAR reads
 
 
 def claim_pairs(settings: dict[str, dict]) -> list[tuple[str, str, str]]:
     """(claim, variant, against) for every two ELAD variants whose settings differ in one thing only: the selector,
-    with EGSS on the variant's side, or the annotator, with CLEAR on it. Same n0, B, R: the same budget in
-    questions, round by round."""
+    with EGSS on the variant's side, or the annotator, with CLEAR on it (CLEAR's own settings are not compared
+    with an annotator that does not read them). Same n0, B, R: the same budget in questions, round by round."""
     pairs = []
     for variant, mine in settings.items():
         for against, theirs in settings.items():
-            differs = [key for key in mine if mine[key] != theirs.get(key)]
-            if len(differs) == 1 and mine[differs[0]] == CLAIMS.get(differs[0]):
-                key = differs[0]
+            both_clear = mine.get("annotator") == theirs.get("annotator") == "clear"
+            differs = [key for key in sorted(set(mine) | set(theirs))
+                       if mine.get(key) != theirs.get(key) and (both_clear or key not in CLEAR_ONLY)]
+            key = differs[0] if len(differs) == 1 else None
+            if key in CLAIMS and mine[key] == CLAIMS[key]:
                 pairs.append((f"{mine[key]} vs {theirs[key]}", variant, against))
     return pairs
 

@@ -368,7 +368,8 @@ SETTINGS = {"a": {"selector": "egss", "annotator": "clear", "egss_terms": "both"
             "c": {"selector": "egss", "annotator": "teacher_cot", "egss_terms": "both"},
             "d": {"selector": "random", "annotator": "teacher_cot", "egss_terms": "both"},
             "e": {"selector": "egss", "annotator": "clear", "egss_terms": "intra"},
-            "f": {"selector": "max_entropy", "annotator": "teacher_cot", "egss_terms": "intra"}}
+            "f": {"selector": "max_entropy", "annotator": "teacher_cot", "egss_terms": "intra"},
+            "g": {"selector": "egss", "annotator": "clear", "egss_terms": "both", "check": "likelihood"}}
 
 
 @pytest.mark.parametrize("names, pairs", [
@@ -380,6 +381,8 @@ SETTINGS = {"a": {"selector": "egss", "annotator": "clear", "egss_terms": "both"
     ("bd", [("clear vs teacher_cot", "b", "d")]),
     ("ef", []),  # two things differ
     ("bf", []),
+    ("cg", [("clear vs teacher_cot", "g", "c")]),  # CLEAR's check is not compared with teacher CoT's
+    ("ag", []),  # two CLEARs that differ in their check: an ablation
 ])
 def test_claim_pairs_differ_in_the_selector_or_the_annotator_only(names, pairs):
     assert elad.claim_pairs({n: SETTINGS[n] for n in names}) == pairs
