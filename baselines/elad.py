@@ -627,13 +627,13 @@ def round_students(view: RunView) -> dict[str, dict[int, str]]:
 def claims_table(view: RunView):
     """The poster's claims, round by round at equal budget: for each pair of `claim_pairs`, round and domain, the
     paired difference variant - against in accuracy and ECE (fractions) with its 95% interval from the bootstrap
-    over test examples and seeds (`reports.intervals`, the comparison's), both students' teacher tokens, and
+    over test examples and seeds (`harness.intervals`, the comparison's), both students' teacher tokens, and
     whether either student is at chance there. `finding` is an interval that excludes 0 between students that are
     not at chance: a difference between students at chance is noise, not evidence for or against the claim."""
     import pandas as pd
 
     from harness.store import read_cell
-    from reports.intervals import bootstrap, interval
+    from harness.intervals import bootstrap, interval
 
     pairs = claim_pairs({name: r["settings"] for name, r in view.records("elad").items()})
     rounds = round_students(view)

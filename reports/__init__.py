@@ -101,7 +101,7 @@ def build_report(run_dirs, out: str | Path | None = None, reference: str | None 
     from reports.compare import compare_to
     from reports.costs import cost_table
     from reports.html import render_html
-    from reports.intervals import bootstrap
+    from harness.intervals import bootstrap
     from reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
     from reports.merge import load_runs
     from reports.tables import method_tables, table_csv

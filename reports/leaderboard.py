@@ -3,7 +3,7 @@
 `leaderboard_frame` is the one place the numbers are computed: a tidy table (one row per method x column x
 metric). Markdown, CSV and LaTeX (here) and HTML (`reports.html`) are small pure renderers of that frame.
 
-Intervals come from `reports.intervals`: a bootstrap over test examples and seeds whose resamples every method
+Intervals come from `harness.intervals`: a bootstrap over test examples and seeds whose resamples every method
 shares, so a difference between two rows is paired, and ID and OOD averages are resampled as averages.
 
 Cells that carry no signal are marked: `MARKS["at_chance"]` where the accuracy's 95% lower bound does not clear
@@ -23,7 +23,7 @@ import math
 import pandas as pd
 
 from harness.calibration import TS_SUFFIX
-from reports.intervals import Draws, interval
+from harness.intervals import Draws, interval
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),

@@ -64,9 +64,9 @@ def write_run(root: Path, manifest: dict, methods: dict, tasks: dict, seeds, rng
 
 
 def point_draws(results: pd.DataFrame):
-    """`reports.intervals.Draws` holding only each (method, task)'s mean over seeds (no spread): for leaderboard
+    """`harness.intervals.Draws` holding only each (method, task)'s mean over seeds (no spread): for leaderboard
     tests that check ranking and layout, not intervals."""
-    from reports.intervals import METRICS, Draws
+    from harness.intervals import METRICS, Draws
 
     point, values = {}, {}
     for (method, task), rows in results.groupby(["method", "task"]):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from reports.compare import compare_to
-from reports.intervals import Draws
+from harness.intervals import Draws
 
 # acc by (method, task); ECE is 1 - acc so both metrics are checked with one table
 ACC = {("finetune", "a"): 0.50, ("finetune", "b"): 0.40, ("finetune", "c"): 0.30,

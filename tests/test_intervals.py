@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harness import metrics as M
-from reports.intervals import METRICS, _rng, bootstrap, interval
+from harness.intervals import METRICS, _rng, bootstrap, interval
 from reports.results import diagnostics
 from synthetic_runs import synthetic_predictions
 
