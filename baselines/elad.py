@@ -607,7 +607,7 @@ def claim_pairs(settings: dict[str, dict]) -> list[tuple[str, str, str]]:
             differs = [key for key in sorted(set(mine) | set(theirs))
                        if mine.get(key) != theirs.get(key) and (both_clear or key not in CLEAR_ONLY)]
             key = differs[0] if len(differs) == 1 else None
-            if key in CLAIMS and mine[key] == CLAIMS[key]:
+            if key in CLAIMS and mine.get(key) == CLAIMS[key]:
                 pairs.append((f"{mine[key]} vs {theirs[key]}", variant, against))
     return pairs
 
