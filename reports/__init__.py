@@ -1,8 +1,9 @@
 """Reports: pure functions from stored predictions to results, leaderboards, figures and report.html.
 
 `build_report(run_dirs, out)` redoes all of it for one run, or for several comparable runs merged; no model and
-no GPU are needed. Results and tables are computed before anything is written, and every file is written
-atomically; figures are written (into `figures/`) before the tables and report.html.
+no GPU are needed. Results and tables are computed before any report file is written (a report into another
+folder first links the runs' predictions into a temporary staging run there, removed at the end), and every file
+is written atomically; figures are written (into `figures/`) before the tables and report.html.
 """
 from __future__ import annotations
 
