@@ -74,6 +74,22 @@ def test_a_suite_can_extend_another(tmp_path):
     assert ablations.hash == load_suite("demo").hash and len(ablations.methods) >= 10
 
 
+
+def test_suites_that_share_a_run_spell_shared_variants_alike():
+    """Suites with one hash (an ablation suite and its profile) add rows to one run folder, which refuses a variant
+    name stored with other parameters, so a variant both suites name must be written the same in both."""
+    suites = [load_suite(name) for name in builtin_suites()]
+    shared = 0
+    for first in suites:
+        for second in suites:
+            if first.name < second.name and first.hash == second.hash:
+                mine = {m.name: (m.method, m.params) for m in first.methods}
+                for method in second.methods:
+                    if method.name in mine:
+                        shared += 1
+                        assert mine[method.name] == (method.method, method.params), (first.name, second.name,
+                                                                                     method.name)
+    assert shared >= 10  # elad-ablations/elad and first-ablations/demo share their baselines and variants
 def test_extends_is_relative_to_the_file_and_refuses_cycles(tmp_path, monkeypatch):
     from harness.config import load_suite
 
