@@ -201,10 +201,14 @@ def titles(metrics: dict | None = None, frame: pd.DataFrame | None = None) -> di
 
 
 def header_line(results: pd.DataFrame, scoring: dict | None) -> str:
-    """`Scoring: ...; confidence: ...; seeds: ...` for the top of every format."""
+    """`Scoring: <format> (confidence: ...); ...; seeds: ...` for the top of every format: the formats the run's tasks
+    are scored in (an all-`cot` run is not described by the suite's multiple-choice mode), the mode's first."""
     scoring = scoring or {}
+    mode = scoring.get("mode", "?")
+    formats = scoring.get("formats") or {mode: scoring.get("confidence", "?")}
+    ordered = sorted(formats.items(), key=lambda item: item[0] != mode)
     seeds = sorted(set(results["seed"])) if len(results) else []
-    return (f"Scoring: {scoring.get('mode', '?')}; confidence: {scoring.get('confidence', '?')}; "
+    return (f"Scoring: {'; '.join(f'{name} (confidence: {text})' for name, text in ordered)}; "
             f"seeds: {', '.join(str(s) for s in seeds) or '?'}.")
 
 

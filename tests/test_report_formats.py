@@ -15,7 +15,7 @@ from test_reports import SEEDS, TASKS, make_run
 
 from harness.errors import UserError
 from reports import build_report
-from reports.leaderboard import SHOWN, format_cell, leaderboard_frame, marks, render_latex, tex_escape
+from reports.leaderboard import SHOWN, format_cell, header_line, leaderboard_frame, marks, render_latex, tex_escape
 from synthetic_runs import point_draws
 from harness.store import RunDir
 
@@ -270,6 +270,18 @@ def test_a_method_missing_a_domain_average_ranks_after_those_with_both():
     frame = leaderboard_frame(pd.DataFrame(rows), {}, point_draws(pd.DataFrame(rows)))
     ranks = frame.drop_duplicates("method").set_index("method")["rank"]
     assert ranks["full"] < ranks["partial"]
+
+
+@pytest.mark.parametrize("scoring, expected", [
+    ({"mode": "letter", "confidence": "P(letter)", "formats": {"cot": "P(answer)"}},
+     "Scoring: cot (confidence: P(answer)); seeds: 0, 1."),  # an all-cot run: the suite's mode is not used
+    ({"mode": "letter", "confidence": "P(letter)", "formats": {"cot": "P(answer)", "letter": "P(letter)"}},
+     "Scoring: letter (confidence: P(letter)); cot (confidence: P(answer)); seeds: 0, 1."),
+    ({"mode": "choice", "confidence": "P(option)"}, "Scoring: choice (confidence: P(option)); seeds: 0, 1."),
+    (None, "Scoring: ? (confidence: ?); seeds: 0, 1."),
+])
+def test_the_header_names_the_formats_the_tasks_are_scored_in(scoring, expected):
+    assert header_line(pd.DataFrame({"seed": [1, 0, 1]}), scoring) == expected
 
 
 def test_report_out_that_is_a_file_is_a_user_error(tmp_path):
