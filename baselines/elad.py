@@ -632,8 +632,7 @@ def claims_table(view: RunView):
     not at chance: a difference between students at chance is noise, not evidence for or against the claim."""
     import pandas as pd
 
-    from harness.store import read_cell
-    from harness.intervals import bootstrap, interval
+    from harness.intervals import interval
 
     pairs = claim_pairs({name: r["settings"] for name, r in view.records("elad").items()})
     rounds = round_students(view)
@@ -641,10 +640,7 @@ def claims_table(view: RunView):
     if not pairs:
         return None
     names = {name for _, a, b in pairs for name in (*rounds[a].values(), *rounds[b].values())}
-    results = view.results[view.results["method"].isin(names)]
-    settings = view.manifest.metrics
-    draws = bootstrap(results, lambda m, t, s: read_cell(view.run.cell_path("test", m, t, s)), settings.n_boot,
-                      settings.bins, settings.equal_mass)
+    results, draws = _round_draws(view, names)
 
     def tokens(name: str) -> float:
         return float(np.mean([run.cost.get("teacher_tokens", 0) for run in view.manifest.methods[name].runs.values()]))
@@ -673,30 +669,70 @@ def claims_table(view: RunView):
     return pd.DataFrame(rows)
 
 
-@register_figure("elad_budget")
-def budget_figure(view: RunView):
-    """Accuracy and ECE (ID tasks) against the teacher tokens spent, per variant, with the range over seeds."""
-    from matplotlib.figure import Figure
+def _round_draws(view: RunView, names: set[str]):
+    """The results rows of the students `names` and their bootstrap over test examples and seeds (the
+    comparison's resamples, so a band or a difference here means what it means in the report)."""
+    from harness.intervals import bootstrap
+    from harness.store import read_cell
+
+    results = view.results[view.results["method"].isin(names)]
+    settings = view.manifest.metrics
+    return results, bootstrap(results, lambda m, t, s: read_cell(view.run.cell_path("test", m, t, s)),
+                              settings.n_boot, settings.bins, settings.equal_mass)
+
+
+def budget_bands(view: RunView):
+    """Per ELAD variant and round, on the ID tasks: the mean teacher tokens spent, and accuracy and ECE (fractions)
+    with the 95% interval from the bootstrap over test examples and seeds (with 3 seeds a range over seeds would
+    say little, and nothing of the test set's size)."""
+    import pandas as pd
+
+    from harness.intervals import interval
 
     curves = budget_curves(view)
     curves = curves[curves["domain"] == "id"] if not curves.empty else curves
     if curves.empty:
+        return pd.DataFrame()
+    results, draws = _round_draws(view, set(curves["method"]))
+    results = results[results["domain"] == "id"]
+    rows = []
+    for (variant, r), part in curves.groupby(["variant", "round"]):
+        method = part["method"].iloc[0]
+        row = {"variant": variant, "round": r, "method": method, "teacher_tokens": part["teacher_tokens"].mean()}
+        for metric in ("acc", "ece"):
+            point, values = draws.average(method, sorted(set(results.loc[results["method"] == method, "task"])),
+                                          metric)
+            row[metric], (row[f"{metric}_lo"], row[f"{metric}_hi"]) = point, interval(point, values)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@register_figure("elad_budget")
+def budget_figure(view: RunView):
+    """Accuracy and ECE (ID tasks) against the teacher tokens spent, per variant, with `budget_bands`' intervals."""
+    from matplotlib.figure import Figure
+
+    bands = budget_bands(view)
+    if bands.empty:
         return None
     fig = Figure(figsize=(FIGSIZE[0] * 2, FIGSIZE[1]))
     axes = fig.subplots(1, 2)
-    for variant, part in curves.groupby("variant"):
-        by_round = part.groupby("round")
-        x = by_round["teacher_tokens"].mean()
+    for variant, part in bands.groupby("variant"):
         for ax, metric in zip(axes, ("acc", "ece")):
-            mean, lo, hi = (100 * by_round[metric].agg(f) for f in ("mean", "min", "max"))
-            line, = ax.plot(x, mean, marker="o", markersize=3, linewidth=1, label=variant)
-            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            line, = ax.plot(part["teacher_tokens"], 100 * part[metric], marker="o", markersize=3, linewidth=1,
+                            label=variant)
+            ax.fill_between(part["teacher_tokens"], 100 * part[f"{metric}_lo"], 100 * part[f"{metric}_hi"],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+    id_rows = view.results[view.results["domain"] == "id"]
+    if "majority" in id_rows and id_rows["majority"].notna().any():  # chance, what a student must clear
+        axes[0].axhline(100 * id_rows.groupby("task")["majority"].first().mean(), color="grey", linestyle="--",
+                        linewidth=1, label="majority rate")
     for ax, label in zip(axes, ("accuracy (%, ID)", "ECE (%, ID)")):
         ax.set_xlabel("teacher tokens spent")
         ax.set_ylabel(label)
         ax.grid(True, linewidth=0.3, alpha=0.5)
     axes[0].legend(frameon=False)
-    axes[0].set_title("Accuracy against teacher budget (band: range over seeds)")
+    axes[0].set_title("Accuracy against teacher budget (band: 95% interval)")
     axes[1].set_title("ECE against teacher budget")
     fig.tight_layout()
     return fig

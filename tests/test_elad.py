@@ -413,7 +413,7 @@ def claims_run(tmp_path: Path, chance: set[str] = frozenset()):
                                           "correct": correct})
                     run.write_cell(("test", name, task, seed), frame)
                     rows.append({"method": name, "seed": seed, "task": task, "domain": domain,
-                                 "acc": right / 20, "at_chance": name in chance})
+                                 "acc": right / 20, "ece": 0.9 - right / 20, "at_chance": name in chance})
             entries[name] = MethodEntry(method="elad", round_of=None if r else variant, runs=runs)
     manifest = Manifest(suite="s", suite_hash="h", scoring={"mode": "letter", "confidence": "-"}, methods=entries,
                         metrics={"bins": 10, "n_boot": 200})
@@ -438,3 +438,14 @@ def test_a_claim_between_students_at_chance_is_not_a_finding(tmp_path):
     table = elad.claims_table(claims_run(tmp_path, chance={"random_clear@r0"}))
     early = table.set_index(["claim", "round", "domain", "metric"]).loc[("egss vs random", 0, "id", "acc")]
     assert early.at_chance and early.diff_lo > 0 and not early.finding
+
+
+def test_the_budget_band_is_the_interval_over_test_examples_and_seeds(tmp_path):
+    """Both seeds answer alike, so a range over seeds would be a line; 12 of 20 right leaves about +-20 points."""
+    bands = elad.budget_bands(claims_run(tmp_path)).set_index(["variant", "round"])
+    assert list(bands.index) == [(v, r) for v in ("egss_cot", "elad", "random_clear") for r in (0, 1)]
+    first = bands.loc[("random_clear", 0)]
+    assert (first.method, first.teacher_tokens, first.acc) == ("random_clear@r0", 100, pytest.approx(0.3))
+    final = bands.loc[("elad", 1)]
+    assert final.acc == pytest.approx(0.6) and 0.35 < final.acc_lo < 0.5 and 0.7 < final.acc_hi < 0.85
+    assert final.ece == pytest.approx(0.3) and final.ece_lo < 0.3 < final.ece_hi
