@@ -738,26 +738,51 @@ def budget_figure(view: RunView):
     return fig
 
 
+def egss_terms(view: RunView):
+    """EGSS's two terms over the pool questions each round scored, per EGSS variant, pooled over seeds: one row per
+    (variant, seed, round, term, value)."""
+    import pandas as pd
+
+    rows = []
+    for name, entry in view.manifest.methods.items():
+        for seed, run in entry.runs.items():
+            for scored in run.records.get("elad", {}).get("rounds", []):
+                for term in ("intra", "inter"):
+                    rows += [{"variant": name, "seed": seed, "round": scored["round"], "term": term, "value": v}
+                             for v in scored.get(term) or []]
+    return pd.DataFrame(rows, columns=["variant", "seed", "round", "term", "value"])
+
+
 @register_figure("elad_uncertainty")
 def uncertainty_figure(view: RunView):
-    """The distributions of EGSS's two terms over the pool, round by round (first seed of each EGSS variant)."""
+    """The distributions of EGSS's two terms over the pool, round by round: a box per EGSS variant (pooled over
+    seeds), side by side, the mean as a dot."""
     from matplotlib.figure import Figure
 
-    records = {name: r for name, r in view.records("elad").items()
-               if r["rounds"] and "intra" in r["rounds"][0]}
-    if not records:
+    terms = egss_terms(view)
+    if terms.empty:
         return None
+    variants = sorted(set(terms["variant"]))
+    width = 0.8 / len(variants)
     fig = Figure(figsize=(FIGSIZE[0] * 2, FIGSIZE[1]))
     axes = fig.subplots(1, 2)
-    for name, record in sorted(records.items()):
-        for ax, term in zip(axes, ("intra", "inter")):
-            data = [r[term] for r in record["rounds"]]
-            positions = [r["round"] for r in record["rounds"]]
-            ax.boxplot(data, positions=positions, widths=0.5)
+    for ax, term in zip(axes, ("intra", "inter")):
+        for i, variant in enumerate(variants):
+            part = terms[(terms["term"] == term) & (terms["variant"] == variant)].groupby("round")["value"]
+            rounds = sorted(part.groups)
+            positions = [r - 0.4 + width * (i + 0.5) for r in rounds]
+            color = f"C{i}"
+            ax.boxplot([part.get_group(r) for r in rounds], positions=positions, widths=width * 0.8,
+                       showfliers=False, boxprops={"color": color}, medianprops={"color": color},
+                       whiskerprops={"color": color}, capprops={"color": color})
+            ax.plot(positions, [part.get_group(r).mean() for r in rounds], "o", color=color, markersize=3,
+                    label=variant)
+        ax.set_xticks(sorted(set(terms["round"])), [str(r) for r in sorted(set(terms["round"]))])
     for ax, term in zip(axes, ("intra-explanation", "inter-explanation")):
         ax.set_xlabel("round")
         ax.set_ylabel(f"{term} uncertainty")
         ax.grid(True, linewidth=0.3, alpha=0.5)
-    fig.suptitle("EGSS terms over the pool, per round")
+    axes[0].legend(frameon=False, fontsize="small")
+    fig.suptitle("EGSS terms over the pool, per round (boxes pooled over seeds; dots: means)")
     fig.tight_layout()
     return fig

@@ -449,3 +449,25 @@ def test_the_budget_band_is_the_interval_over_test_examples_and_seeds(tmp_path):
     final = bands.loc[("elad", 1)]
     assert final.acc == pytest.approx(0.6) and 0.35 < final.acc_lo < 0.5 and 0.7 < final.acc_hi < 0.85
     assert final.ece == pytest.approx(0.3) and final.ece_lo < 0.3 < final.ece_hi
+
+
+def test_egss_terms_are_pooled_over_seeds_and_rounds_only_for_egss_variants(tmp_path):
+    from harness.plots import RunView
+    from harness.store import Manifest, MethodEntry, RunDir, SeedRun
+
+    def entry(rounds_by_seed):
+        return MethodEntry(method="elad", runs={seed: SeedRun(checkpoint="x", records={"elad": {"rounds": rounds}})
+                                                for seed, rounds in rounds_by_seed.items()})
+
+    scored = {0: [{"round": 0, "intra": [1.0, 0.5], "inter": [0.25, 0.0]}, {"round": 1, "intra": [1.0], "inter": [0.5]}],
+              1: [{"round": 0, "intra": [0.0, 0.5], "inter": [0.75, 0.0]}]}
+    methods = {"elad": entry(scored), "random_clear": entry({0: [{"round": 0, "picked": [1, 0]}]}),
+               "teacher": MethodEntry(method="teacher", runs={0: SeedRun(checkpoint="x")})}
+    manifest = Manifest(suite="s", suite_hash="h", scoring={"mode": "letter", "confidence": "-"}, methods=methods)
+    terms = elad.egss_terms(RunView(RunDir(tmp_path), manifest, pd.DataFrame()))
+    means = terms.groupby(["variant", "round", "term"])["value"].agg(["count", "mean"])
+    assert set(terms["variant"]) == {"elad"} and list(means["count"]) == [4, 4, 1, 1]
+    assert means.loc[("elad", 0, "intra"), "mean"] == 0.5 and means.loc[("elad", 0, "inter"), "mean"] == 0.25
+    assert elad.uncertainty_figure(RunView(RunDir(tmp_path), manifest, pd.DataFrame())) is not None
+    without = manifest.model_copy(update={"methods": {k: v for k, v in methods.items() if k != "elad"}})
+    assert elad.uncertainty_figure(RunView(RunDir(tmp_path), without, pd.DataFrame())) is None
