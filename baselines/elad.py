@@ -628,8 +628,8 @@ def claims_table(view: RunView):
     """The poster's claims, round by round at equal budget: for each pair of `claim_pairs`, round and domain, the
     paired difference variant - against in accuracy and ECE (fractions) with its 95% interval from the bootstrap
     over test examples and seeds (`harness.intervals`, the comparison's), both students' teacher tokens, and
-    whether either student is at chance there. `finding` is an interval that excludes 0 between students that are
-    not at chance: a difference between students at chance is noise, not evidence for or against the claim."""
+    whether either student is at chance there (`_at_chance`). `finding` is an interval that excludes 0 between
+    students that are not at chance: a difference between students at chance is noise, not evidence for or against the claim."""
     import pandas as pd
 
     from harness.intervals import interval
@@ -655,8 +655,7 @@ def claims_table(view: RunView):
                                & set(scope.loc[scope["method"] == theirs, "task"]))
                 if not tasks:
                     continue
-                chance = bool(scope.loc[scope["method"].isin([mine, theirs]) & scope["task"].isin(tasks),
-                                        "at_chance"].any())
+                chance = any(_at_chance(draws, scope, m, tasks) for m in (mine, theirs))
                 for metric in ("acc", "ece"):
                     (a, a_values), (b, b_values) = (draws.average(m, tasks, metric) for m in (mine, theirs))
                     lo, hi = interval(a - b, a_values - b_values)
@@ -667,6 +666,20 @@ def claims_table(view: RunView):
                                  "variant_mean": a, "against_mean": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi,
                                  "at_chance": chance, "finding": not chance and (lo > 0 or hi < 0)})
     return pd.DataFrame(rows)
+
+
+def _at_chance(draws, results, method: str, tasks: list[str]) -> bool:
+    """Whether `method`'s accuracy on any of `tasks`, pooled over seeds, has a 95% lower bound at or below the task's
+    majority rate: the leaderboard's mark (a per-seed row of 150 questions is at chance more often than the cell)."""
+    from harness.intervals import interval
+
+    for task in tasks:
+        rows = results[(results["method"] == method) & (results["task"] == task)]
+        if "majority" in rows and rows["majority"].notna().any():
+            low, _ = interval(*draws.average(method, [task], "acc"))
+            if low <= rows["majority"].max():
+                return True
+    return False
 
 
 def _round_draws(view: RunView, names: set[str]):
