@@ -751,7 +751,7 @@ def budget_figure(view: RunView):
     return fig
 
 
-def egss_terms(view: RunView):
+def egss_term_values(view: RunView):
     """EGSS's two terms over the pool questions each round scored, per EGSS variant, pooled over seeds: one row per
     (variant, seed, round, term, value)."""
     import pandas as pd
@@ -772,7 +772,7 @@ def uncertainty_figure(view: RunView):
     seeds), side by side, the mean as a dot."""
     from matplotlib.figure import Figure
 
-    terms = egss_terms(view)
+    terms = egss_term_values(view)
     if terms.empty:
         return None
     variants = sorted(set(terms["variant"]))

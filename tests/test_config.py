@@ -74,7 +74,6 @@ def test_a_suite_can_extend_another(tmp_path):
     assert ablations.hash == load_suite("demo").hash and len(ablations.methods) >= 10
 
 
-
 def test_suites_that_share_a_run_spell_shared_variants_alike():
     """Suites with one hash (an ablation suite and its profile) add rows to one run folder, which refuses a variant
     name stored with other parameters, so a variant both suites name must be written the same in both."""
@@ -90,6 +89,8 @@ def test_suites_that_share_a_run_spell_shared_variants_alike():
                         assert mine[method.name] == (method.method, method.params), (first.name, second.name,
                                                                                      method.name)
     assert shared >= 10  # elad-ablations/elad and first-ablations/demo share their baselines and variants
+
+
 def test_extends_is_relative_to_the_file_and_refuses_cycles(tmp_path, monkeypatch):
     from harness.config import load_suite
 

@@ -465,7 +465,7 @@ def test_egss_terms_are_pooled_over_seeds_and_rounds_only_for_egss_variants(tmp_
     methods = {"elad": entry(scored), "random_clear": entry({0: [{"round": 0, "picked": [1, 0]}]}),
                "teacher": MethodEntry(method="teacher", runs={0: SeedRun(checkpoint="x")})}
     manifest = Manifest(suite="s", suite_hash="h", scoring={"mode": "letter", "confidence": "-"}, methods=methods)
-    terms = elad.egss_terms(RunView(RunDir(tmp_path), manifest, pd.DataFrame()))
+    terms = elad.egss_term_values(RunView(RunDir(tmp_path), manifest, pd.DataFrame()))
     means = terms.groupby(["variant", "round", "term"])["value"].agg(["count", "mean"])
     assert set(terms["variant"]) == {"elad"} and list(means["count"]) == [4, 4, 1, 1]
     assert means.loc[("elad", 0, "intra"), "mean"] == 0.5 and means.loc[("elad", 0, "inter"), "mean"] == 0.25
