@@ -744,10 +744,13 @@ def budget_figure(view: RunView):
         ax.set_xlabel("teacher tokens spent")
         ax.set_ylabel(label)
         ax.grid(True, linewidth=0.3, alpha=0.5)
-    axes[0].legend(frameon=False)
     axes[0].set_title("Accuracy against teacher budget (band: 95% interval)")
     axes[1].set_title("ECE against teacher budget")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = -(-len(labels) // 4)  # below both panels: an ablation run's eight variants hide the curves inside one
+    fig.set_figheight(FIGSIZE[1] + 0.15 * rows)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False, fontsize="small")
+    fig.tight_layout(rect=(0, 0.15 * rows / fig.get_figheight(), 1, 1))
     return fig
 
 
