@@ -629,7 +629,8 @@ def claims_table(view: RunView):
     paired difference variant - against in accuracy and ECE (fractions) with its 95% interval from the bootstrap
     over test examples and seeds (`harness.intervals`, the comparison's), both students' teacher tokens, and
     whether either student is at chance there (`_at_chance`). `finding` is an interval that excludes 0 between
-    students that are not at chance: a difference between students at chance is noise, not evidence for or against the claim."""
+    students that are not at chance: a difference between students at chance is noise, not evidence for or against
+    the claim."""
     import pandas as pd
 
     from harness.intervals import interval

@@ -460,7 +460,8 @@ def test_egss_terms_are_pooled_over_seeds_and_rounds_only_for_egss_variants(tmp_
         return MethodEntry(method="elad", runs={seed: SeedRun(checkpoint="x", records={"elad": {"rounds": rounds}})
                                                 for seed, rounds in rounds_by_seed.items()})
 
-    scored = {0: [{"round": 0, "intra": [1.0, 0.5], "inter": [0.25, 0.0]}, {"round": 1, "intra": [1.0], "inter": [0.5]}],
+    scored = {0: [{"round": 0, "intra": [1.0, 0.5], "inter": [0.25, 0.0]},
+                  {"round": 1, "intra": [1.0], "inter": [0.5]}],
               1: [{"round": 0, "intra": [0.0, 0.5], "inter": [0.75, 0.0]}]}
     methods = {"elad": entry(scored), "random_clear": entry({0: [{"round": 0, "picked": [1, 0]}]}),
                "teacher": MethodEntry(method="teacher", runs={0: SeedRun(checkpoint="x")})}
