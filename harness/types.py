@@ -33,6 +33,7 @@ class TaskCard:
     `lmeval:arc_easy`, `synthetic:id`. The split rule is a seeded shuffle, then test, val, train and pool take the
     first `test`, `val`, `train` and `pool` examples in that order (a size of 0 leaves that split empty).
     `use_detail` puts each example's `detail` before its question; `max_new_tokens` bounds a cot answer's reasoning.
+    `license` is the data's licence, as its source states it (every built-in card names one).
     """
 
     name: str
@@ -50,6 +51,7 @@ class TaskCard:
     use_detail: bool = False
     max_new_tokens: int = 256
     options: dict = field(default_factory=dict)
+    license: str = ""
 
     def flag(self, key: str, default: bool = False) -> bool:
         """A true/false loader option; anything else (`"no"`, 1) is a one-line error, not silently true."""

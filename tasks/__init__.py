@@ -24,6 +24,7 @@ A card is data (see harness.types.TaskCard):
     use_detail: false                # put each example's `detail` (longer context) before its question
     max_new_tokens: 256              # cot: the longest reasoning a model may write before its answer
     options: {}                      # loader options (see each loader's docstring)
+    license: MIT (countryinfo 1.0.1)  # the data's licence, as its source states it
 
 Relative paths in a card (a `jsonl:` source, lm-eval `include_path`) resolve against the card file's folder and are
 stored absolute in the loaded card.
@@ -89,8 +90,9 @@ def card_from_dict(data: Any, origin: str = "<inline card>", base_dir: str | Pat
     mpc = data.get("max_prompt_chars")
     if mpc is not None and (not isinstance(mpc, int) or isinstance(mpc, bool) or mpc <= 0):
         raise UserError(f"{origin}: key 'max_prompt_chars' must be a positive whole number or absent, got {mpc!r}")
-    if "description" in data and not isinstance(data["description"], str):
-        raise UserError(f"{origin}: key 'description' must be a string, got {data['description']!r}")
+    for key in ("description", "license"):
+        if key in data and not isinstance(data[key], str):
+            raise UserError(f"{origin}: key '{key}' must be a string, got {data[key]!r}")
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise UserError(f"{origin}: key 'options' must be a mapping, got {options!r}")
@@ -272,21 +274,23 @@ def split(card: TaskCard) -> Splits:
     return Splits(**parts)
 
 
-def data_available(card: TaskCard) -> bool:
-    """Whether the card's examples load without a download (BIG-bench: the archive or the task is cached)."""
+def missing_data(card: TaskCard) -> str | None:
+    """What the user must supply before the card's examples load, in one line; None when its data installs with
+    the lock's packages or is generated (every built-in suite's cards) or is the user's own file."""
     if card.source.startswith("bigbench:"):
         from tasks import bigbench
 
-        task = bigbench.task_path(card.source)
-        return bigbench.extracted_path(task).exists() or bigbench.archive_path_if_cached() is not None
-    return True
+        if not bigbench.extracted_path(bigbench.task_path(card.source)).exists() \
+                and bigbench.archive_path_if_cached() is None:
+            return bigbench.missing_archive()
+    return None
 
 
 def describe(card: TaskCard, sizes: bool = True) -> dict:
-    """What `trustbench list tasks` shows. `sizes=False` skips loading data (no extraction, no download)."""
+    """What `trustbench list tasks` shows. `sizes=False` skips loading data (for a card whose data is missing)."""
     info: dict[str, Any] = {
         "name": card.name, "domain": card.domain, "family": card.family, "format": card.format,
-        "source": card.source, "description": card.description, "num_choices": None,
+        "source": card.source, "description": card.description, "num_choices": None, "license": card.license,
     }
     if not sizes:
         return info
@@ -301,4 +305,4 @@ def describe(card: TaskCard, sizes: bool = True) -> dict:
     return info
 
 
-from tasks import bigbench, jsonl, lmeval, reasoning_gym, synthetic  # noqa: E402,F401  (each registers its loader)
+from tasks import bigbench, countryinfo, jsonl, lmeval, reasoning_gym, synthetic  # noqa: E402,F401  (each registers its loader)
