@@ -168,11 +168,15 @@ def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | s
     if what is Listing.tasks:
         import tasks as registry
 
-        rows = [registry.describe(card, sizes=registry.data_available(card))
-                for card in registry.all_cards().values()]
-        _table(["name", "domain", "family", "format", "choices", "train/val/test (usable)", "source"],
-               [[r["name"], r["domain"], r["family"], r["format"], r["num_choices"] or "?", _sizes(r), r["source"]]
+        cards = registry.all_cards().values()
+        missing = {card.name: registry.missing_data(card) for card in cards}
+        rows = [registry.describe(card, sizes=not missing[card.name]) for card in cards]
+        _table(["name", "domain", "family", "format", "choices", "train/val/test (usable)", "source", "license"],
+               [[r["name"], r["domain"], r["family"], r["format"], r["num_choices"] or "?",
+                 _sizes(r) if r.get("sizes") else "needs data you supply (*)", r["source"], r["license"]]
                 for r in rows])
+        for note in sorted({m for m in missing.values() if m}):
+            typer.echo(f"\n(*) {note}")
     elif what is Listing.methods:
         import baselines
 
@@ -188,9 +192,7 @@ def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | s
 
 
 def _sizes(info: dict) -> str:
-    sizes = info.get("sizes")
-    if not sizes:
-        return "not fetched yet (the first run fetches it)"
+    sizes = info["sizes"]
     return f"{sizes['train']}/{sizes['val']}/{sizes['test']} ({sizes['usable']})"
 
 

@@ -1,11 +1,15 @@
 """BIG-bench `task.json` loader: `source: bigbench:<task path>`, e.g. `bigbench:multiemo/hotels_text_en`.
 
-Data comes from the PyPI sdist bigbench==1.0.0 (358 MB; `pip download` refuses it because its metadata has a
-direct-URL dependency, so it is fetched from files.pythonhosted.org with urllib and its sha256 checked). The archive
-lives at `cache_dir("downloads")/bigbench-1.0.0.tar.gz`. The task.json files that cards ask for are pulled out of it
-in one streaming pass into `cache_dir("bigbench")/<task path>/task.json`; later loads read the extracted file.
-The same pass writes `cache_dir("bigbench")/index.txt` (every task path in the archive), so a misspelt path fails
-fast with suggestions.
+Data comes from the sdist of bigbench 1.0.0 (358 MB), which the user supplies: no package the lock installs holds
+it, and the package registry no longer serves it (it lists only bigbench 0.0.1, code without any task.json). So no
+built-in suite uses these cards; they stay for users who have the archive. Put the file at
+`cache_dir("downloads")/bigbench-1.0.0.tar.gz` (`$TRUSTBENCH_CACHE/downloads/`; where your own package index still
+serves it, `pip download --no-deps --no-binary :all: bigbench==1.0.0 -d DIR` fetches it with your settings). Its
+sha256 is checked; nothing is fetched by URL. `trustbench list tasks` marks these cards, and a run naming one while
+the file is missing stops with one line saying where to put it, before anything is written. The task.json files
+that cards ask for are pulled out of the archive in one streaming pass into
+`cache_dir("bigbench")/<task path>/task.json`; later loads read the extracted file. The same pass writes
+`cache_dir("bigbench")/index.txt` (every task path in the archive), so a misspelt path fails fast with suggestions.
 
 Parsing (BIG-bench JSON multiple-choice format): every example with `input` and `target_scores` {choice: score}
 becomes an Example: prompt = input (stripped), choices = the target_scores keys in file order (stripped), gold = the
@@ -32,7 +36,6 @@ import re
 import sys
 import tarfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -46,11 +49,6 @@ from harness.types import Example, TaskCard
 
 ARCHIVE_NAME = "bigbench-1.0.0.tar.gz"
 ARCHIVE_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
-ARCHIVE_URL = (
-    "https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/"
-    f"{ARCHIVE_NAME}"
-)
-SIMPLE_INDEX = "https://pypi.org/simple/bigbench/"
 MEMBER_PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
 OPTIONS = ("task_prefix", "shuffle_choices", "short", "labels")
 SHORT = ("first_sentence", "last_line")
@@ -143,6 +141,8 @@ def load(card: TaskCard) -> list[Example]:
         raise UserError(f"task {card.name}: option labels must be a list of at least two choice names, got {labels!r}")
     path = extracted_path(task)
     if not path.exists():
+        if archive_path_if_cached() is None:
+            raise UserError(f"task {card.name}: {missing_archive()}")
         ensure_extracted([task, *_other_card_tasks()], required=[task], card_name=card.name)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -183,16 +183,23 @@ def _other_card_tasks() -> list[str]:
 
 
 def archive_path() -> Path:
-    """The cached archive, downloaded (and checked against its sha256) on first use."""
+    """The archive the user put in the cache; a UserError that says where to put it when it is not there."""
     path = cache_dir("downloads") / ARCHIVE_NAME
     if not path.exists():
-        download(path)
+        raise UserError(missing_archive())
     return path
 
 
 def archive_path_if_cached() -> Path | None:
     path = cache_dir("downloads") / ARCHIVE_NAME
     return path if path.exists() else None
+
+
+def missing_archive() -> str:
+    """What a BIG-bench card needs and how to supply it, in one line."""
+    return (f"BIG-bench cards need {ARCHIVE_NAME} (sha256 {ARCHIVE_SHA256[:12]}...), which no installed package "
+            f"ships; put the file at {cache_dir('downloads') / ARCHIVE_NAME} (`pip download --no-deps --no-binary "
+            f":all: bigbench==1.0.0` where your package index serves it), or use a suite without BIG-bench cards")
 
 
 def _index_path() -> Path:
@@ -228,12 +235,12 @@ def ensure_extracted(tasks: list[str], required: list[str], card_name: str = "")
                             found[wanted[member.name]] = tar.extractfile(member).read()
             reader.drain()
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UserError(f"{archive} is not a readable tar.gz ({exc}); delete it and run again to re-download") from None
+            raise UserError(f"{archive} is not a readable tar.gz ({exc}); put a good copy of {ARCHIVE_NAME} there") from None
         finally:
             reader.done()
     if reader.sha256() != ARCHIVE_SHA256:
         raise UserError(f"{archive} has sha256 {reader.sha256()[:12]}..., expected {ARCHIVE_SHA256[:12]}...; "
-                        f"delete it and run again to re-download")
+                        f"put a good copy of {ARCHIVE_NAME} there")
     for task, blob in found.items():
         with atomic_path(extracted_path(task)) as tmp:
             tmp.write_bytes(blob)
@@ -276,48 +283,3 @@ class _HashingReader:
 
     def sha256(self) -> str:
         return self._hash.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------------- download
-def download(dest: Path, url: str = ARCHIVE_URL, sha256: str = ARCHIVE_SHA256) -> Path:
-    """Fetch the archive to `dest` (atomic: a temporary name, renamed once complete and verified)."""
-    try:
-        _fetch(url, dest, sha256)
-    except UserError:
-        raise
-    except OSError:
-        # The direct URL moved? Ask PyPI's simple index where the file is now (the sha256 is pinned either way).
-        try:
-            with urllib.request.urlopen(SIMPLE_INDEX, timeout=60) as resp:
-                page = resp.read().decode("utf-8", "replace")
-        except OSError as exc:
-            raise UserError(f"cannot download {ARCHIVE_NAME} ({exc}); check the network, or put the file at {dest}") from None
-        match = re.search(r'href="([^"#]*/' + re.escape(ARCHIVE_NAME) + r')#sha256=' + sha256, page)
-        if not match:
-            raise UserError(f"{SIMPLE_INDEX} does not list {ARCHIVE_NAME} with the expected sha256; put the file at {dest}") from None
-        try:
-            _fetch(match.group(1), dest, sha256)
-        except OSError as exc:
-            raise UserError(f"cannot download {ARCHIVE_NAME} ({exc}); check the network, or put the file at {dest}") from None
-    return dest
-
-
-def _fetch(url: str, dest: Path, sha256: str) -> None:
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp:
-        total = int(resp.headers.get("Content-Length") or 0)
-        seen, shown = 0, -1
-        with open(tmp, "wb") as out:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                seen += len(chunk)
-                pct = int(100 * seen / total) if total else -1
-                if pct != shown:
-                    shown = pct
-                    size = f"{seen >> 20}/{total >> 20} MB" if total else f"{seen >> 20} MB"
-                    print(f"\rdownloading {ARCHIVE_NAME}: {max(pct, 0):3d}% ({size})", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        if digest.hexdigest() != sha256:
-            raise UserError(f"downloaded {ARCHIVE_NAME} has sha256 {digest.hexdigest()[:12]}..., expected "
-                            f"{sha256[:12]}...; run again, or put a good copy at {dest}")

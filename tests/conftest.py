@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Before anything imports harness: tests never touch the user's cache or a model hub. (The user's cache is
-# remembered so that a test may read the real BIG-bench archive when it has already been fetched there.)
-os.environ["TRUSTBENCH_USER_CACHE"] = os.environ.get("TRUSTBENCH_CACHE") or str(Path.home() / ".cache" / "trustbench")
+# Before anything imports harness: tests never touch the user's cache or a model hub.
 os.environ["TRUSTBENCH_CACHE"] = tempfile.mkdtemp(prefix="trustbench-test-cache-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"

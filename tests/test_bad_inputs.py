@@ -121,6 +121,9 @@ CASES = {
     "card name with __": (card("", name="my__task"), "task name 'my__task' cannot name a file"),
     "card flag 'no'": (card("source: bigbench:winowhy\noptions: {task_prefix: 'no'}"),
                        "option task_prefix must be true or false, got 'no'"),
+    "BIG-bench card without the archive": (
+        raw_suite(SMOKE.replace("tasks: [smoke_id]", "tasks: [smoke_id, multiemo_hotels]")),
+        "task multiemo_hotels: BIG-bench cards need bigbench-1.0.0.tar.gz"),
     "card is a folder": (command("eval", "--model", "tiny-random", "--tasks", "{tmp}/dir.yaml", "--out", "{tmp}/out",
                                  setup=lambda tmp: (tmp / "dir.yaml").mkdir()), "is a folder"),
     "data gold out of range": (card("", data=DATA.replace('"gold": 1}', '"gold": 5}', 1)), "gold index 5 is out"),

@@ -41,7 +41,8 @@ def test_bad_option_value_exits_2():
 
 
 @pytest.mark.parametrize("what, expected", [
-    ("tasks", ["smoke_id", "multiemo_hotels", "vitaminc", "epistemic_reasoning", "ood", "sentiment"]),
+    ("tasks", ["smoke_id", "provinces_europe", "400/100/500 (1285)", "MIT (countryinfo 1.0.1)", "ood",
+               "multiemo_hotels", "needs data you supply (*)", "(*) BIG-bench cards need bigbench-1.0.0.tar.gz"]),
     ("methods", ["teacher", "zeroshot", "finetune", "load"]),
     ("models", ["smollm2-135m", "smollm2-135m-l6", "tiny-random"]),
     ("suites", ["smoke", "demo"]),

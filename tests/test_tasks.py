@@ -40,23 +40,23 @@ def card(**kw) -> TaskCard:
 # ---------------------------------------------------------------------------------------------------- cards
 def test_builtin_cards_load_and_validate():
     cards = tasks.all_cards()
-    demo = {"multiemo_hotels": "id", "vitaminc": "id", "multiemo_medicine": "ood", "multiemo_products": "ood",
-            "presuppositions_as_nli": "ood", "epistemic_reasoning": "ood", "smoke_id": "id", "smoke_ood": "ood"}
+    demo = {"provinces_europe": "id", "provinces_africa": "ood", "provinces_asia": "ood", "multiemo_hotels": "id",
+            "multiemo_medicine": "ood", "smoke_id": "id", "smoke_ood": "ood"}
     for name, domain in demo.items():
         assert cards[name].domain == domain
+    assert cards["provinces_africa"].family == cards["provinces_europe"].family == "geography_provinces"
     assert cards["multiemo_medicine"].family == cards["multiemo_hotels"].family == "sentiment"
-    assert cards["epistemic_reasoning"].family == cards["vitaminc"].family == "nli"
     id_families = {c.family for c in cards.values() if c.domain == "id"}
     for c in cards.values():
         assert c.format in ("mc", "cot") and c.source.split(":")[0] in tasks.LOADERS
         assert c.description, f"{c.name} needs a description"
+        assert c.license, f"{c.name} needs the licence of its data"
         if c.domain == "ood":
             assert c.family in id_families, f"OOD card {c.name} has no ID card in family {c.family}"
             assert c.train == c.val == 0
-    for name in ("multiemo_hotels", "vitaminc"):
-        c = cards[name]
-        assert (c.train, c.val, c.test, c.max_prompt_chars) == (300, 100, 150, 800)
-        assert c.options.get("task_prefix") is True  # the prompt carries the task instruction
+    c = cards["multiemo_hotels"]
+    assert (c.train, c.val, c.test, c.max_prompt_chars) == (300, 100, 150, 800)
+    assert c.options.get("task_prefix") is True  # the prompt carries the task instruction
     assert tasks.get_card("smoke_id") is not None
 
 
@@ -346,10 +346,6 @@ def fake_cache(tmp_path, monkeypatch):
     archive = make_fake_archive(cache)
     monkeypatch.setenv("TRUSTBENCH_CACHE", str(cache))
     monkeypatch.setattr(bigbench, "ARCHIVE_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
-
-    def no_network(*a, **k):
-        raise AssertionError("tests must not download")
-    monkeypatch.setattr(bigbench, "download", no_network)
     return cache
 
 
@@ -361,6 +357,7 @@ def test_bigbench_extracts_once_from_archive(fake_cache):
     assert "fake_task" in (fake_cache / "bigbench" / "index.txt").read_text().split()
     # later loads read the extracted file, not the archive
     (fake_cache / "downloads" / bigbench.ARCHIVE_NAME).unlink()
+    assert tasks.missing_data(c) is None
     tasks.clear_cache()
     assert tasks.load_examples(c) == got
 
@@ -379,21 +376,53 @@ def test_bigbench_missing_task_and_bad_archive(fake_cache, monkeypatch):
     assert not (fake_cache / "bigbench" / "fake_task" / "task.json").exists()  # nothing half-written
 
 
-REAL_CACHE = Path(os.environ.get("TRUSTBENCH_USER_CACHE") or Path.home() / ".cache" / "trustbench")
-REAL_ARCHIVE = REAL_CACHE / "downloads" / bigbench.ARCHIVE_NAME
-# usable = examples whose prompt (with the BIG-bench task instruction) fits max_prompt_chars: 800
-DEMO_USABLE = {"multiemo_hotels": 2064, "vitaminc": 54145, "multiemo_medicine": 1440, "multiemo_products": 231,
-               "presuppositions_as_nli": 678, "epistemic_reasoning": 2000}
+def test_bigbench_card_without_the_archive_is_one_line_that_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRUSTBENCH_CACHE", str(tmp_path / "cache"))
+    hotels = tasks.get_card("multiemo_hotels")
+    where = str(tmp_path / "cache" / "downloads" / bigbench.ARCHIVE_NAME)
+    assert where in tasks.missing_data(hotels)
+    with pytest.raises(UserError) as exc:
+        tasks.load_examples(hotels)
+    assert one_line(exc).startswith("task multiemo_hotels: BIG-bench cards need bigbench-1.0.0.tar.gz")
+    assert where in one_line(exc) and "pip download" in one_line(exc)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # nothing written
+    assert tasks.missing_data(tasks.get_card("provinces_europe")) is None
 
 
-@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason="BIG-bench archive not fetched into the user's cache")
-def test_real_demo_cards_load_with_expected_sizes(monkeypatch):
-    monkeypatch.setenv("TRUSTBENCH_CACHE", str(REAL_CACHE))
-    for name, usable in DEMO_USABLE.items():
-        c = tasks.get_card(name)
-        info = tasks.describe(c)
-        want = (300, 100, 150) if c.domain == "id" else (0, 0, 150)
-        assert info["sizes"]["usable"] == usable, name
-        assert (info["sizes"]["train"], info["sizes"]["val"], info["sizes"]["test"]) == want, name
-    hotels = tasks.split(tasks.get_card("multiemo_hotels"))
-    assert set(hotels.test[0].choices) == {"positive", "negative", "neutral", "ambivalent"}
+def builtin_bigbench_tasks() -> dict[str, list[str]]:
+    """The task path of every built-in BIG-bench card -> the choices its options need (labels, else two)."""
+    out: dict[str, list[str]] = {}
+    for c in tasks.all_cards().values():
+        if c.source.startswith("bigbench:"):
+            out.setdefault(bigbench.task_path(c.source), []).extend(c.options.get("labels", ["Yes", "No"]))
+    return {task: sorted(set(labels)) for task, labels in out.items()}
+
+
+def test_every_builtin_bigbench_card_loads_from_an_archive_built_here(tmp_path, monkeypatch):
+    """The cards stay for users who supply the archive: one in BIG-bench's layout, with a task.json at every card's
+    path (120 examples over the choices its cards keep), serves every card, options and splits included."""
+    wanted = builtin_bigbench_tasks()
+    path = tmp_path / "cache" / "downloads" / bigbench.ARCHIVE_NAME
+    path.parent.mkdir(parents=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for task, choices in wanted.items():
+            examples = [{"input": f"Item {i}. It goes on here.", "target": f"{choices[i % len(choices)]}. Why.",
+                         "target_scores": {c: int(j == i % len(choices)) for j, c in enumerate(choices)}}
+                        for i in range(120)]
+            blob = json.dumps({"task_prefix": "Decide.", "examples": examples}).encode()
+            info = tarfile.TarInfo(f"{bigbench.MEMBER_PREFIX}{task}/task.json")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    monkeypatch.setenv("TRUSTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bigbench, "ARCHIVE_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    cards = [c for c in tasks.all_cards().values() if c.source.startswith("bigbench:")]
+    assert len(cards) == 19 and len(wanted) == 14
+    for c in cards:
+        small = dataclasses.replace(c, train=min(c.train, 20), val=min(c.val, 10), test=20)
+        parts = tasks.split(small)
+        assert len(parts.test) == 20 and len(parts.train) == min(c.train, 20), c.name
+        if "short" in c.options:
+            assert all(e.prompt == "Item " + e.id.rsplit("-", 1)[1] + "." and e.detail for e in parts.test), c.name
+        if "labels" in c.options:
+            assert {e.choices for e in parts.test} == {tuple(c.options["labels"])}, c.name
+    assert sorted(p.name for p in (tmp_path / "cache" / "bigbench").rglob("task.json")).count("task.json") == 14
