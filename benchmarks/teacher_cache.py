@@ -1,6 +1,6 @@
 """Teacher-cache extraction speed: the same teacher and training sequences through the vLLM and HF engines.
 
-    .venv/bin/python benchmarks/teacher_cache.py [--model smollm2-135m] [--task multiemo_hotels] [--limit 64] [--k 10]
+    .venv/bin/python benchmarks/teacher_cache.py [--model smollm2-135m] [--task provinces_europe] [--limit 64] [--k 10]
 
 FIRST's concentrated knowledge is one teacher-forced pass keeping the top-k ids and log-probs at every response
 position (`harness.teacher_cache.extract`). Times the pass on each engine (model load excluded, reported apart),
@@ -43,7 +43,7 @@ def measure(backend: str, model: Path, sequences, starts, k) -> tuple[dict, obje
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--task", default="multiemo_hotels")
+    parser.add_argument("--task", default="provinces_europe")
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "teacher_cache.json")
