@@ -41,8 +41,8 @@ from harness.registry import LOADERS
 from harness.types import Example, TaskCard
 
 REGIONS = ("Africa", "Americas", "Asia", "Europe", "Oceania")
-QUESTIONS = ("province_country", "province_region", "country_region")
-OPTIONS = ("region", "regions", "labels", "num_choices")
+OPTIONS = {"province_country": ("region", "num_choices"), "province_region": ("regions", "labels"),
+           "country_region": ("labels",)}  # each question and the card options it takes
 SIBLINGS = 12  # other provinces named in a province_region detail
 # Entries that are part of another entry of the same region: a province of one would also be a province of the other.
 PART_OF = {
@@ -58,12 +58,13 @@ PART_OF = {
 @LOADERS.register("countryinfo")
 def load(card: TaskCard) -> list[Example]:
     question = card.source.partition(":")[2].strip()
-    if question not in QUESTIONS:
+    if question not in OPTIONS:
         raise UserError(f"task {card.name}: countryinfo question {question!r} is not known; use one of "
-                        f"{', '.join('countryinfo:' + q for q in QUESTIONS)}")
-    unknown = sorted(set(card.options) - set(OPTIONS))
+                        f"{', '.join('countryinfo:' + q for q in OPTIONS)}")
+    unknown = sorted(set(card.options) - set(OPTIONS[question]))
     if unknown:
-        raise UserError(f"task {card.name}: unknown countryinfo option '{unknown[0]}'; allowed: {', '.join(OPTIONS)}")
+        raise UserError(f"task {card.name}: unknown countryinfo option '{unknown[0]}' for {question}; allowed: "
+                        f"{', '.join(OPTIONS[question])}")
     if question == "province_country":
         return _province_country(card)
     labels = _regions(card, "labels", list(REGIONS))
@@ -125,9 +126,13 @@ def _province_facts(seed: int):
         yield p, c["region"], [others[k] for k in picked] or ["no other listed region"]
 
 
+@functools.cache
+def _names_by_code() -> dict[str, str]:
+    return {c["ISO"]["alpha3"]: c["name"] for c in countries() if c.get("ISO", {}).get("alpha3")}
+
+
 def _country_fact(c: dict) -> str:
-    by_code = {x["ISO"]["alpha3"]: x["name"] for x in countries() if x.get("ISO", {}).get("alpha3")}
-    borders = [by_code[b] for b in c.get("borders") or [] if b in by_code]
+    borders = [_names_by_code()[b] for b in c.get("borders") or [] if b in _names_by_code()]
     capital = f"The capital of {c['name']} is {c['capital']}. " if c.get("capital") else ""
     return capital + (f"{c['name']} borders {', '.join(borders)}." if borders else f"{c['name']} has no land border.")
 

@@ -426,3 +426,50 @@ def test_every_builtin_bigbench_card_loads_from_an_archive_built_here(tmp_path, 
         if "labels" in c.options:
             assert {e.choices for e in parts.test} == {tuple(c.options["labels"])}, c.name
     assert sorted(p.name for p in (tmp_path / "cache" / "bigbench").rglob("task.json")).count("task.json") == 14
+
+
+# ---------------------------------------------------------------------------------------------------- countryinfo
+def test_countryinfo_questions_are_real_facts_by_the_rules():
+    from countryinfo import CountryInfo
+
+    europe = {e.prompt.split(" is a region")[0]: e for e in tasks.load_examples(tasks.get_card("provinces_europe"))}
+    bayern = europe["Bayern"]
+    assert bayern.choices[bayern.gold] == "Germany" and len(set(bayern.choices)) == 4
+    country_names = {c["name"].casefold() for c in CountryInfo.all().values()}
+    owners: dict[str, int] = {}
+    for c in CountryInfo.all().values():
+        for p in set(c.get("provinces") or []):
+            owners[p] = owners.get(p, 0) + 1
+    for name, example in europe.items():
+        assert owners[name] == 1 and name.casefold() not in country_names, name  # unambiguous, not a country
+        assert example.choices[example.gold].casefold() not in name.casefold(), name  # not a giveaway
+    assert not {"Scotland", "Wales", "Guernsey", "Faroe Islands"} & {e.choices[e.gold] for e in europe.values()}
+    assert "Aberdeenshire" not in europe  # Scotland's council areas would also be the United Kingdom's
+
+
+def test_countryinfo_region_questions_carry_a_longer_detail():
+    regions = tasks.load_examples(tasks.get_card("regions_provinces"))
+    saida = next(e for e in regions if e.prompt == "Saida is in which part of the world?")
+    assert saida.choices == ("Africa", "Americas", "Asia", "Europe", "Oceania") and saida.gold == 0
+    assert saida.detail.startswith("Saida is a region of the same country as ") and "Constantine" in saida.detail
+    assert saida.detail.endswith(saida.prompt)
+    binary = tasks.load_examples(tasks.get_card("regions_provinces_eu_as"))
+    assert {e.choices for e in binary} == {("Europe", "Asia")} and len(binary) == 1285 + 1091
+    germany = next(e for e in tasks.load_examples(tasks.get_card("regions_countries")) if e.prompt.startswith("Germany"))
+    assert germany.detail.startswith("The capital of Germany is Berlin. Germany borders Austria, Belgium")
+    assert germany.choices[germany.gold] == "Europe"
+
+
+@pytest.mark.parametrize("source, options, message", [
+    ("countryinfo:capitals", {}, "countryinfo question 'capitals' is not known; use one of"),
+    ("countryinfo:province_country", {}, "needs option region, one of Africa, Americas, Asia, Europe, Oceania"),
+    ("countryinfo:province_country", {"region": "Europe", "num_choices": 1}, "option num_choices must be"),
+    ("countryinfo:province_country", {"region": "Europe", "num_choices": 60}, "fewer than num_choices=60"),
+    ("countryinfo:province_region", {"labels": ["Europe"]}, "option labels must be a list of distinct world regions"),
+    ("countryinfo:country_region", {"labels": ["Europe", "Antarctica"]}, "option labels must be a list of distinct"),
+    ("countryinfo:province_region", {"region": "Europe"}, "unknown countryinfo option 'region' for province_region; allowed: regions, labels"),
+])
+def test_countryinfo_bad_card_is_one_line(source, options, message):
+    with pytest.raises(UserError) as exc:
+        tasks.load_examples(card(name="geo", source=source, options=options))
+    assert message in one_line(exc)
