@@ -29,7 +29,7 @@ class Splits:
 class TaskCard:
     """A task as data: where its examples come from and how they are split.
 
-    `source` is `<loader>:<argument>`, e.g. `bigbench:multiemo/hotels_text_en`, `jsonl:/path/to/file.jsonl`,
+    `source` is `<loader>:<argument>`, e.g. `countryinfo:province_country`, `jsonl:/path/to/file.jsonl`,
     `lmeval:arc_easy`, `synthetic:id`. The split rule is a seeded shuffle, then test, val, train and pool take the
     first `test`, `val`, `train` and `pool` examples in that order (a size of 0 leaves that split empty).
     `use_detail` puts each example's `detail` before its question; `max_new_tokens` bounds a cot answer's reasoning.

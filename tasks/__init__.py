@@ -5,25 +5,26 @@
     load_card(path)    one card file; card_from_dict(data) builds one from a mapping (e.g. inline in a suite)
     load_examples(card)  the card's examples, by the loader its `source` prefix names (cached in-process)
     split(card)        deterministic train / val / test Splits (see `split`)
+    missing_data(card) what the user must supply before the card loads (a BIG-bench archive), or None
     describe(card)     a dict for `trustbench list tasks`
 
 A card is data (see harness.types.TaskCard):
 
-    name: multiemo_hotels            # required; must equal the file name without .yaml
+    name: provinces_europe           # required; must equal the file name without .yaml
     domain: id                       # id (trained on) | ood (evaluated only)
-    family: sentiment                # pairs OOD tasks with the ID task they shift from
+    family: geography_provinces      # pairs OOD tasks with the ID task they shift from
     format: mc                       # mc | cot
-    source: bigbench:multiemo/hotels_text_en   # bigbench: | jsonl: | synthetic: | lmeval:
+    source: countryinfo:province_country   # countryinfo: | reasoning_gym: | synthetic: | jsonl: | lmeval: | bigbench:
     description: one line
     split_seed: 1234
-    train: 300
+    train: 400
     val: 100
-    test: 150
+    test: 500
     pool: 0                          # unlabelled questions for methods that ask a teacher (after train)
     max_prompt_chars: 700            # drop longer examples (the prompt, plus the detail when used) before splitting
     use_detail: false                # put each example's `detail` (longer context) before its question
     max_new_tokens: 256              # cot: the longest reasoning a model may write before its answer
-    options: {}                      # loader options (see each loader's docstring)
+    options: {region: Europe}        # loader options (see each loader's docstring)
     license: MIT (countryinfo 1.0.1)  # the data's licence, as its source states it
 
 Relative paths in a card (a `jsonl:` source, lm-eval `include_path`) resolve against the card file's folder and are
@@ -54,7 +55,7 @@ _FORMATS = ("mc", "cot")
 
 __all__ = [
     "CARDS_DIR", "all_cards", "get_card", "load_card", "card_from_dict", "load_examples", "split",
-    "usable_examples", "describe", "clear_cache",
+    "usable_examples", "missing_data", "describe", "clear_cache",
 ]
 
 
@@ -100,7 +101,7 @@ def card_from_dict(data: Any, origin: str = "<inline card>", base_dir: str | Pat
     if not sep or prefix not in LOADERS or not arg.strip():
         raise UserError(
             f"{origin}: key 'source' is {data['source']!r}; write `<loader>:<argument>` with loader one of "
-            f"{', '.join(LOADERS)} (e.g. bigbench:multiemo/hotels_text_en)"
+            f"{', '.join(LOADERS)} (e.g. countryinfo:province_country)"
         )
     fields = dict(data, options=dict(options))
     if base_dir is not None:
