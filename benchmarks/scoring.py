@@ -60,8 +60,10 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _trustbench_predictions(run_dir: Path, name: str) -> dict[str, int]:
-    frame = pd.read_parquet(next((run_dir / "predictions" / "test").glob(f"*__{name}__s*.parquet")))
+def _trustbench_predictions(run_dir: Path, model: Path, name: str) -> dict[str, int]:
+    """The model's own predictions (`trustbench eval` names its row after the model folder; the run also holds the
+    `prior` reference row, whose file matches `*__<task>__s*` too)."""
+    frame = pd.read_parquet(run_dir / "predictions" / "test" / f"{model.name}__{name}__s0.parquet")
     return dict(zip(frame.example_id, frame.pred))
 
 
@@ -100,7 +102,7 @@ def main() -> None:
         tb_seconds = timed([str(bin_dir / "trustbench"), "eval", "--model", str(model),
                             "--tasks", ",".join(map(str, cards)), "--backend", args.backend, "--scoring", "choice",
                             "--out", str(folder / "tb")])
-        ours = {name: _trustbench_predictions(folder / "tb", name) for name in names}
+        ours = {name: _trustbench_predictions(folder / "tb", model, name) for name in names}
         peers = []
         device = ["--device", "cpu"] if args.backend == "hf" else []
         for batch_size in args.lm_eval_batch_sizes.split(","):
