@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from baselines.base import Context, Method, StudentArtifact, register_method
-from harness.config import MethodSpec
-from harness.errors import UserError
-from harness.registry import METHODS
+from trustbench.baselines.base import Context, Method, StudentArtifact, register_method
+from trustbench.harness.config import MethodSpec
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import METHODS
 
-BUILTIN_MODULES = ("baselines.prior", "baselines.teacher", "baselines.zeroshot", "baselines.finetune",
-                   "baselines.kd", "baselines.first", "baselines.elad", "baselines.cot_distill", "baselines.dualchecker",
-                   "baselines.load")
+BUILTIN_MODULES = tuple(f"trustbench.baselines.{name}" for name in (
+    "prior", "teacher", "zeroshot", "finetune", "kd", "first", "elad", "cot_distill", "dualchecker", "load"))
 REFERENCES = ("prior",)  # reference rows every run scores, whatever its suite names
 
 __all__ = ["BUILTIN_MODULES", "REFERENCES", "Context", "Method", "StudentArtifact", "available", "build", "load_builtins",

@@ -21,16 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from harness import zoo
-from harness.cache import stable_hash
-from harness.config import MethodSpec, Suite, TrainConfig, checked
-from harness.endpoint import Endpoint
-from harness.engines import DISTRIBUTIONS, GENERATION, LOCAL, SCORING, EnginePool, Usage
-from harness.errors import UserError
-from harness.registry import METHODS
-from harness.store import RunDir
-from harness.types import Example, Task
-from harness.zoo import model_identity
+from trustbench.harness import zoo
+from trustbench.harness.cache import stable_hash
+from trustbench.harness.config import MethodSpec, Suite, TrainConfig, checked
+from trustbench.harness.endpoint import Endpoint
+from trustbench.harness.engines import DISTRIBUTIONS, GENERATION, LOCAL, SCORING, EnginePool, Usage
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import METHODS
+from trustbench.harness.store import RunDir
+from trustbench.harness.types import Example, Task
+from trustbench.harness.zoo import model_identity
 
 TEACHER_SEED = 0  # the teacher is trained once, whatever the run's seeds, so every student of a suite shares it
 _TEACHERS: dict[str, "StudentArtifact"] = {}  # fine-tuned teachers built in this process, by key
@@ -81,7 +81,7 @@ class Context:
 
     def pairs(self, examples: list[Example]) -> list[tuple[str, str]]:
         """(prompt, target) as each example's task format renders it (the suite's mode for other examples)."""
-        from harness.scoring import FORMATS
+        from trustbench.harness.scoring import FORMATS
 
         default = FORMATS.get(self.suite.scoring)()
         return [self.format_of(e, default).pair(e) for e in examples]
@@ -161,7 +161,7 @@ class Context:
     def sft(self, cache: str, key: dict, init: Path, examples: list[Example], config: TrainConfig, seed: int,
             **trainer) -> StudentArtifact:
         """Fine-tune `init` on `examples` (their rendered pairs) once per `key` (`trainer`: loss, targets)."""
-        from harness.train import cached_checkpoint, finetune  # Trainer: slow to import, and `eval` never trains
+        from trustbench.harness.train import cached_checkpoint, finetune  # Trainer: slow to import, and `eval` never trains
 
         path, cost = cached_checkpoint(cache, key, lambda out, work: finetune(
             init, self.pairs(examples), config, seed, out, log=self.log, work_dir=work, **trainer), log=self.log)
@@ -179,7 +179,7 @@ class Context:
     @property
     def teacher_capabilities(self) -> frozenset[str]:
         if isinstance(self.suite.teacher, Endpoint):
-            from harness.endpoint import OpenAIEngine
+            from trustbench.harness.endpoint import OpenAIEngine
 
             return OpenAIEngine.capabilities
         return LOCAL
@@ -202,7 +202,7 @@ def distill_data(ctx: Context, examples: list[Example], config: TrainConfig) -> 
     """Encode `examples` with the student's tokenizer (the runner has checked the teacher's is the same)."""
     from transformers import AutoTokenizer
 
-    from harness.train import encode_pairs
+    from trustbench.harness.train import encode_pairs
 
     pairs = ctx.pairs(examples)
     features = encode_pairs(AutoTokenizer.from_pretrained(ctx.student_init), pairs, config.max_length)

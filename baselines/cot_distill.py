@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from baselines.base import GENERATION, Context, Method, StudentArtifact, register_method
-from baselines.elad import Explained, pool_tasks, teacher_chats, teacher_cot
-from harness.errors import UserError
+from trustbench.baselines.base import GENERATION, Context, Method, StudentArtifact, register_method
+from trustbench.baselines.elad import Explained, pool_tasks, teacher_chats, teacher_cot
+from trustbench.harness.errors import UserError
 
 
 @register_method("cot_distill")

@@ -42,11 +42,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from baselines.base import Context, Method, StudentArtifact, number_param, register_method
-from harness.endpoint import Endpoint
-from harness.errors import UserError
-from harness.plots import FIGSIZE, RunView, register_figure, register_table
-from harness.types import Example
+from trustbench.baselines.base import Context, Method, StudentArtifact, number_param, register_method
+from trustbench.harness.endpoint import Endpoint
+from trustbench.harness.errors import UserError
+from trustbench.harness.plots import FIGSIZE, RunView, register_figure, register_table
+from trustbench.harness.types import Example
 
 PARTS = ("none", "simi", "teacher", "student", "all")
 ASKS, CONFIDENCES = ("choice", "reply"), ("token", "verbalised")
@@ -389,7 +389,7 @@ class DualChecker(Method):
     def _aligner(self, ctx: Context, teacher: Teacher, train: list[Example], static: list[int]):
         """ContextAligner: each question's demonstrations, its nearest gold-labelled neighbours with the teacher's
         reasons for their labels (asked once per example: the reasons are cached), after the fixed ones."""
-        from harness.engines import embed_texts
+        from trustbench.harness.engines import embed_texts
 
         count = retrieved_count(self.settings["shots"])
         embeddings = embed_texts(ctx.student_init, [e.prompt for e in train])
@@ -401,7 +401,7 @@ class DualChecker(Method):
         return lambda i: [demo[j] for j in near[i]] + [demo[j] for j in static]
 
     def _learner(self, ctx: Context):
-        from harness.train import OnlineLearner
+        from trustbench.harness.train import OnlineLearner
 
         return OnlineLearner(ctx.student_init, ctx.train_config(), ctx.seed)
 
@@ -455,7 +455,7 @@ class DualChecker(Method):
 
 def teacher_f1(rows: list[dict], key: str = "label") -> float:
     """Macro-F1 of the teacher's labels against gold (an unparsable label counts as a wrong class of its own)."""
-    from harness.metrics import macro_f1
+    from trustbench.harness.metrics import macro_f1
 
     return macro_f1([-1 if r[key] is None else r[key] for r in rows], [r["gold"] for r in rows])
 
@@ -482,7 +482,7 @@ def teacher_side(record: dict) -> dict:
     """The teacher's labels of the train split against gold: accuracy, macro-F1 and the ECE of the confidence the
     checker reads (and of each kind the answers have: token, verbalised), before and after re-asking; the share
     re-asked and the accuracy of those before and after; feedback count."""
-    from harness.metrics import ece
+    from trustbench.harness.metrics import ece
 
     items = record["items"]
     out = {}
@@ -554,7 +554,7 @@ def settings_of(record: dict) -> dict:
 
 def paired_gain(mine: dict[int, dict], base: dict[int, dict], seeds: list[int], n_boot: int = 1000) -> dict:
     """Macro-F1 and accuracy of `mine`'s labels minus `base`'s, mean over `seeds`, with a paired bootstrap."""
-    from harness.metrics import _macro_f1_rows
+    from trustbench.harness.metrics import _macro_f1_rows
 
     rng = np.random.default_rng(0)
     draws = {"f1": np.zeros(n_boot), "acc": np.zeros(n_boot)}
@@ -634,7 +634,7 @@ def reliability_figure(view: RunView):
     each kind of confidence its answers have (token probability, verbalised)."""
     from matplotlib.figure import Figure
 
-    from harness.metrics import reliability_table
+    from trustbench.harness.metrics import reliability_table
 
     records = {n: r for n, r in view.records("dualchecker").items() if any(i["reprompted"] for i in r["items"])}
     if not records:

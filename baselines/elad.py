@@ -53,13 +53,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from baselines.base import GENERATION, Context, Method, StudentArtifact, number_param, register_method
-from harness.endpoint import Endpoint
-from harness.errors import UserError
-from harness.plots import FIGSIZE, RunView, register_figure, register_table
-from harness.registry import ANNOTATORS, SELECTORS
-from harness.scoring import ANSWER, ANSWER_TOKENS, CotFormat, parse_number
-from harness.types import Example
+from trustbench.baselines.base import GENERATION, Context, Method, StudentArtifact, number_param, register_method
+from trustbench.harness.endpoint import Endpoint
+from trustbench.harness.errors import UserError
+from trustbench.harness.plots import FIGSIZE, RunView, register_figure, register_table
+from trustbench.harness.registry import ANNOTATORS, SELECTORS
+from trustbench.harness.scoring import ANSWER, ANSWER_TOKENS, CotFormat, parse_number
+from trustbench.harness.types import Example
 
 DEFAULTS = {"n0": 16, "B": 16, "R": 3, "K": 4, "temperature": 0.7, "selector": "egss", "annotator": "clear",
             "egss_terms": "both", "egss_weight": 1.0, "intra": "prefix", "step_splitter": "newline",
@@ -633,7 +633,7 @@ def claims_table(view: RunView):
     the claim."""
     import pandas as pd
 
-    from harness.intervals import interval
+    from trustbench.harness.intervals import interval
 
     pairs = claim_pairs({name: r["settings"] for name, r in view.records("elad").items()})
     rounds = round_students(view)
@@ -672,7 +672,7 @@ def claims_table(view: RunView):
 def _at_chance(draws, results, method: str, tasks: list[str]) -> bool:
     """Whether `method`'s accuracy on any of `tasks`, pooled over seeds, has a 95% lower bound at or below the task's
     majority rate: the leaderboard's mark (a per-seed row of 150 questions is at chance more often than the cell)."""
-    from harness.intervals import interval
+    from trustbench.harness.intervals import interval
 
     for task in tasks:
         rows = results[(results["method"] == method) & (results["task"] == task)]
@@ -686,8 +686,8 @@ def _at_chance(draws, results, method: str, tasks: list[str]) -> bool:
 def _round_draws(view: RunView, names: set[str]):
     """The results rows of the students `names` and their bootstrap over test examples and seeds (the
     comparison's resamples, so a band or a difference here means what it means in the report)."""
-    from harness.intervals import bootstrap
-    from harness.store import read_cell
+    from trustbench.harness.intervals import bootstrap
+    from trustbench.harness.store import read_cell
 
     results = view.results[view.results["method"].isin(names)]
     settings = view.manifest.metrics
@@ -701,7 +701,7 @@ def budget_bands(view: RunView):
     say little, and nothing of the test set's size)."""
     import pandas as pd
 
-    from harness.intervals import interval
+    from trustbench.harness.intervals import interval
 
     curves = budget_curves(view)
     curves = curves[curves["domain"] == "id"] if not curves.empty else curves

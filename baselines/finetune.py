@@ -4,7 +4,7 @@ The accurate-but-over-confident baseline that distillation methods claim to impr
 """
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact, register_method
+from trustbench.baselines.base import Context, Method, StudentArtifact, register_method
 
 
 @register_method("finetune")

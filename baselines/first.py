@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
-from harness.errors import UserError
-from harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
+from trustbench.baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
+from trustbench.harness.errors import UserError
+from trustbench.harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
 
 CACHE_K = 10  # one top-10 extraction serves every k of the ablation
 COARSE_GRID = tuple(round(0.1 * i, 2) for i in range(1, 11))
@@ -56,7 +56,7 @@ def trustworthy_target(logprobs: np.ndarray, c: float | None, label_smoothing: f
 def validation_ece(logprobs: np.ndarray, correct: np.ndarray, c: float | None, bins: int = 10,
                    equal_mass: bool = False) -> float:
     """The teacher's ECE with adjusted confidences: top-1 of `trustworthy_target` against top-1 correctness."""
-    from harness.metrics import ece
+    from trustbench.harness.metrics import ece
 
     return ece(trustworthy_target(logprobs, c)[:, 0], correct, bins=bins, equal_mass=equal_mass)
 
@@ -146,7 +146,7 @@ class First(Method):
 
     def _teacher_topk(self, ctx: Context, teacher, data):
         """The teacher's top-k over `data`'s response positions, from the one top-10 cache every k <= 10 shares."""
-        from harness.teacher_cache import teacher_outputs
+        from trustbench.harness.teacher_cache import teacher_outputs
 
         cache_k = max(self.k, CACHE_K)
         outputs = teacher_outputs(teacher, data.sequences, data.starts, cache_k, ctx.suite.backend,

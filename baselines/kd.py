@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
-from harness.errors import UserError
+from trustbench.baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
+from trustbench.harness.errors import UserError
 
 
 def kd_loss(logits, labels, targets: dict, alpha: float, tau: float):
@@ -42,7 +42,7 @@ class KD(Method):
             raise UserError(f"method {spec.name!r}: needs 0 <= alpha <= 1 and tau > 0 (got {self.alpha}, {self.tau})")
 
     def fit(self, ctx: Context) -> StudentArtifact:
-        from harness.teacher_cache import teacher_outputs
+        from trustbench.harness.teacher_cache import teacher_outputs
 
         config = ctx.train_config()
         teacher = ctx.teacher().path

@@ -1,9 +1,9 @@
 """`load`: score a given checkpoint (a zoo name, a local folder, or a locally cached Hugging Face id)."""
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact, register_method
-from harness import zoo
-from harness.errors import UserError
+from trustbench.baselines.base import Context, Method, StudentArtifact, register_method
+from trustbench.harness import zoo
+from trustbench.harness.errors import UserError
 
 
 @register_method("load")

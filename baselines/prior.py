@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from baselines.base import Context, Method, StudentArtifact, register_method
-from harness.scoring import open_answer_rows, predictions_frame
-from harness.types import Task
+from trustbench.baselines.base import Context, Method, StudentArtifact, register_method
+from trustbench.harness.scoring import open_answer_rows, predictions_frame
+from trustbench.harness.types import Task
 
 
 @register_method("prior")

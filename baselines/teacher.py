@@ -5,9 +5,9 @@ depends on and trained once with seed 0, whatever the run's seeds, so every stud
 """
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact, register_method
-from harness.endpoint import Endpoint
-from harness.errors import UserError
+from trustbench.baselines.base import Context, Method, StudentArtifact, register_method
+from trustbench.harness.endpoint import Endpoint
+from trustbench.harness.errors import UserError
 
 
 @register_method("teacher")

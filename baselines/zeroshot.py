@@ -1,7 +1,7 @@
 """`zeroshot`: the student before any training, the floor every method should clear."""
 from __future__ import annotations
 
-from baselines.base import Context, Method, StudentArtifact, register_method
+from trustbench.baselines.base import Context, Method, StudentArtifact, register_method
 
 
 @register_method("zeroshot")

@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import tasks  # noqa: E402
-from harness import zoo  # noqa: E402
-from harness.endpoint import Endpoint, OpenAIEngine, local_vllm_server  # noqa: E402
-from harness.engines import make_engine  # noqa: E402
-from harness.scoring import ANSWER, format_for  # noqa: E402
+from trustbench import tasks  # noqa: E402
+from trustbench.harness import zoo  # noqa: E402
+from trustbench.harness.endpoint import Endpoint, OpenAIEngine, local_vllm_server  # noqa: E402
+from trustbench.harness.engines import make_engine  # noqa: E402
+from trustbench.harness.scoring import ANSWER, format_for  # noqa: E402
 
 
 def timed(engine, prompts, max_tokens) -> tuple[dict, list[str]]:

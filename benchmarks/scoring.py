@@ -25,8 +25,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import tasks  # noqa: E402
-from harness import zoo  # noqa: E402
+from trustbench import tasks  # noqa: E402
+from trustbench.harness import zoo  # noqa: E402
 
 
 DEMO_TASKS = "provinces_europe,provinces_africa,provinces_asia"

@@ -21,12 +21,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import tasks  # noqa: E402
-from harness import zoo  # noqa: E402
-from harness.engines import make_engine  # noqa: E402
-from harness.scoring import training_pair  # noqa: E402
-from harness.teacher_cache import extract  # noqa: E402
-from harness.train import encode_pairs  # noqa: E402
+from trustbench import tasks  # noqa: E402
+from trustbench.harness import zoo  # noqa: E402
+from trustbench.harness.engines import make_engine  # noqa: E402
+from trustbench.harness.scoring import training_pair  # noqa: E402
+from trustbench.harness.teacher_cache import extract  # noqa: E402
+from trustbench.harness.train import encode_pairs  # noqa: E402
 
 
 def measure(backend: str, model: Path, sequences, starts, k) -> tuple[dict, object]:

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from harness.errors import UserError
-from harness.metrics import OPEN_ANSWER, _ragged
+from trustbench.harness.errors import UserError
+from trustbench.harness.metrics import OPEN_ANSWER, _ragged
 
 T_MIN, T_MAX = 0.05, 20.0
 TS_SUFFIX = "+ts"  # a method's results row after temperature scaling: `finetune+ts`

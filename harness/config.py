@@ -17,9 +17,9 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from harness.cache import stable_hash
-from harness.endpoint import Endpoint, endpoint_dict, endpoint_from
-from harness.errors import UserError
+from trustbench.harness.cache import stable_hash
+from trustbench.harness.endpoint import Endpoint, endpoint_dict, endpoint_from
+from trustbench.harness.errors import UserError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 LATER_SETTINGS = {"chat_template": False}  # added in schema 2 of the run directory, with their defaults
@@ -254,7 +254,7 @@ def _raw_value(value):
 
 
 def _method_specs(raw, source: str) -> list[MethodSpec]:
-    from harness.store import check_name
+    from trustbench.harness.store import check_name
 
     if not isinstance(raw, list):
         raise UserError(f"{source}: methods must be a list, e.g. [teacher, zeroshot, {{finetune: {{lr: 1e-4}}}}]")

@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
 
-from harness.cache import RequestCache, cache_dir, stable_hash
-from harness.engines import GENERATION, Generation, Usage
-from harness.errors import UserError
-from harness.registry import ENGINES
+from trustbench.harness.cache import RequestCache, cache_dir, stable_hash
+from trustbench.harness.engines import GENERATION, Generation, Usage
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import ENGINES
 
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 30.0  # seconds: attempt i waits uniform(0, min(cap, base * 2**i))
 

@@ -26,8 +26,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from harness.errors import UserError
-from harness.registry import ENGINES
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import ENGINES
 
 SCORING, DISTRIBUTIONS, GENERATION = "scoring", "distributions", "generation"
 LOCAL = frozenset({SCORING, DISTRIBUTIONS, GENERATION})
@@ -134,7 +134,7 @@ class CachedGenerations:
     is the same however often it was resumed). Everything else is the engine's own."""
 
     def __init__(self, engine, identity: str, path):
-        from harness.cache import RequestCache
+        from trustbench.harness.cache import RequestCache
 
         self.engine, self.identity = engine, identity
         self.cache = RequestCache(path)
@@ -168,7 +168,7 @@ class CachedGenerations:
 
     def _remembered(self, requests: list, params: dict, ask) -> list[dict]:
         """The stored reply to each request; `ask` answers those never asked, and its replies are stored at once."""
-        from harness.cache import stable_hash
+        from trustbench.harness.cache import stable_hash
 
         keys = [stable_hash({"model": self.identity, "prompt": r, **params}, length=32) for r in requests]
         replies = [self.cache.get(k) for k in keys]
@@ -221,8 +221,8 @@ class EnginePool:
             engine = self._engines[key] = make_engine(backend, model, **options) if backend == "openai" else \
                 make_engine(backend, model, dtype=self.dtype, **options)
         if remember and backend != "openai":
-            from harness.cache import cache_dir
-            from harness.zoo import model_identity
+            from trustbench.harness.cache import cache_dir
+            from trustbench.harness.zoo import model_identity
 
             view_key = (backend, str(model), "remembered")
             if view_key not in self._engines:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from harness.metrics import _block_metrics, _columns
+from trustbench.harness.metrics import _block_metrics, _columns
 
 METRICS = ("acc", "ece", "brier", "conf_gap", "macro_f1")
 ALPHA = 0.05

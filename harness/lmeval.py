@@ -1,6 +1,6 @@
 """An lm-eval model over trustbench's engines, so lm-eval's `simple_evaluate` drives them.
 
-    from harness.lmeval import TrustbenchLM
+    from trustbench.harness.lmeval import TrustbenchLM
     lm_eval.simple_evaluate(model=TrustbenchLM(engine=engine), tasks=[...])
     trustbench-lm-eval --model trustbench --model_args pretrained=smollm2-135m,backend=vllm --tasks ...
 
@@ -17,8 +17,8 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from harness import zoo
-from harness.engines import make_engine
+from trustbench.harness import zoo
+from trustbench.harness.engines import make_engine
 
 
 @register_model("trustbench")

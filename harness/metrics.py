@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import UserError
+from trustbench.harness.errors import UserError
 
 OPEN_ANSWER = "gold_answer"  # the column that marks open-answer predictions (see harness.scoring)
 METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap", "macro_f1")

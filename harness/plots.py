@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
-from harness.cache import atomic_path
-from harness.calibration import TS_SUFFIX, apply_temperature
-from harness.registry import FIGURES, TABLES
-from harness.store import Manifest, RunDir, read_cell
+from trustbench.harness.cache import atomic_path
+from trustbench.harness.calibration import TS_SUFFIX, apply_temperature
+from trustbench.harness.registry import FIGURES, TABLES
+from trustbench.harness.store import Manifest, RunDir, read_cell
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,7 +63,7 @@ def save_figure(fig, path: Path) -> Path:
 def draw_reliability(ax, axc, predictions: pd.DataFrame, title: str, bins: int = 10, equal_mass: bool = False,
                      legend: bool = True) -> None:
     """Per-bin accuracy bars, the gap to the diagonal and mean confidence on `ax`; bin counts on `axc`."""
-    from harness.metrics import ece as ece_of, reliability_table
+    from trustbench.harness.metrics import ece as ece_of, reliability_table
 
     conf = predictions["confidence"].to_numpy(dtype=float)
     correct = predictions["correct"].to_numpy(dtype=bool)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
-from harness.errors import UserError
+from trustbench.harness.errors import UserError
 
 T = TypeVar("T")
 

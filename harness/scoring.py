@@ -32,11 +32,11 @@ from typing import ClassVar, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.calibration import OPEN_ANSWER
-from harness.engines import GENERATION, SCORING, require
-from harness.errors import UserError
-from harness.registry import FORMATS
-from harness.types import Example, TaskCard
+from trustbench.harness.calibration import OPEN_ANSWER
+from trustbench.harness.engines import GENERATION, SCORING, require
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import FORMATS
+from trustbench.harness.types import Example, TaskCard
 
 LETTERS = string.ascii_uppercase
 ANSWER = "Answer:"

@@ -1,7 +1,7 @@
 """The run directory: one typed, versioned model of what a run wrote, and the only code that builds its paths.
 
     run_dir/
-      manifest.json                         `Manifest` (schema_version 2): suite, settings, tasks, methods x seeds
+      manifest.json                         `Manifest` (schema_version 3): suite, settings, tasks, methods x seeds
       predictions/<split>/<method>__<task>__s<seed>.parquet   one cell (split: test, or val for ID tasks)
       rounds/<method>/s<seed>/r<i>/         per-round artifacts of methods that work in rounds
       figures/, results.csv, leaderboard.*, report.html       written by reports/
@@ -22,10 +22,10 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.cache import atomic_path, write_json
-from harness.errors import UserError
+from trustbench.harness.cache import atomic_path, write_json
+from trustbench.harness.errors import UserError
 
-SCHEMA = 2
+SCHEMA = 3
 SPLITS = ("test", "val")
 PREDICTION_COLUMNS = ("example_id", "gold", "pred", "confidence", "probs", "correct")
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")  # no `+` (the `+ts` rows), no `/`, no `__`; `@r1`: a round
@@ -238,8 +238,9 @@ def check_name(kind: str, name: str) -> None:
 
 
 def parse_manifest(raw: Any, origin: str = "manifest.json") -> Manifest:
-    if isinstance(raw, dict) and raw.get("schema_version", 1) == 1:
-        raw = _migrate_v1(raw)
+    """A manifest of any earlier schema, migrated one version at a time to `SCHEMA`, then validated."""
+    while isinstance(raw, dict) and raw.get("schema_version", 1) in MIGRATIONS:
+        raw = MIGRATIONS[raw.get("schema_version", 1)](json.loads(json.dumps(raw)))  # each gets a deep copy
     try:
         return Manifest.model_validate(raw)
     except ValidationError as error:
@@ -251,8 +252,7 @@ def parse_manifest(raw: Any, origin: str = "manifest.json") -> Manifest:
 
 def _migrate_v1(raw: dict) -> dict:
     """Schema 1 (before 2026-12): task entries were the flat card; FIRST's record rode in `cost["first"]`."""
-    raw = json.loads(json.dumps(raw))  # a deep copy
-    raw["schema_version"] = SCHEMA
+    raw["schema_version"] = 2
     for name, entry in (raw.get("tasks") or {}).items():
         if isinstance(entry, dict) and "card" not in entry:
             card = {k: v for k, v in entry.items() if k not in ("sizes", "test_hash")}
@@ -271,6 +271,20 @@ def _migrate_v1(raw: dict) -> dict:
             if isinstance(cost.get("teacher_cache"), dict):
                 cost.update(_flat_cache(cost.pop("teacher_cache")))
     return raw
+
+
+def _migrate_v2(raw: dict) -> dict:
+    """Schema 2 (before trustbench installed under one name): the built-in recipes' modules were top-level
+    (`baselines.kd`); they are `trustbench.baselines.kd` now. A plugin's own module is left as it is."""
+    raw["schema_version"] = 3
+    for entry in (raw.get("methods") or {}).values():
+        module = entry.get("module") or ""
+        if module == "baselines" or module.startswith("baselines."):
+            entry["module"] = f"trustbench.{module}"
+    return raw
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}  # schema version -> the step to the next one
 
 
 def _flat_cache(cache: dict) -> dict:

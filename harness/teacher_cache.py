@@ -20,9 +20,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.cache import atomic_path, cache_dir, locked, stable_hash
-from harness.errors import UserError
-from harness.zoo import model_identity
+from trustbench.harness.cache import atomic_path, cache_dir, locked, stable_hash
+from trustbench.harness.errors import UserError
+from trustbench.harness.zoo import model_identity
 
 BYTES_PER_FULL_PROB = 4  # a float32 per vocabulary entry: what storing the full distributions would cost
 

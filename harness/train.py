@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from harness.cache import atomic_dir, cache_dir, locked, stable_hash, write_json
-from harness.config import TrainConfig
-from harness.errors import UserError
+from trustbench.harness.cache import atomic_dir, cache_dir, locked, stable_hash, write_json
+from trustbench.harness.config import TrainConfig
+from trustbench.harness.errors import UserError
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> list[dict]:

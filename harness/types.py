@@ -57,7 +57,7 @@ class TaskCard:
         """A true/false loader option; anything else (`"no"`, 1) is a one-line error, not silently true."""
         value = self.options.get(key, default)
         if not isinstance(value, bool):
-            from harness.errors import UserError
+            from trustbench.harness.errors import UserError
 
             raise UserError(f"task {self.name}: option {key} must be true or false, got {value!r}; fix the card")
         return value

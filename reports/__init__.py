@@ -12,9 +12,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.cache import write_text
-from harness.errors import UserError
-from harness.store import SPLITS, Manifest, RunDir
+from trustbench.harness.cache import write_text
+from trustbench.harness.errors import UserError
+from trustbench.harness.store import SPLITS, Manifest, RunDir
 
 
 def _run_list(run_dirs) -> list[Path]:
@@ -61,7 +61,7 @@ def _readable(run_dirs: list[Path], out: Path, manifest: Manifest):
 
 def _figures(source: RunDir, out: Path, manifest: Manifest, results) -> list[Path]:
     """`write_figures` of `source` (see `_readable`), moved into `out/figures`."""
-    from reports.figures import write_figures
+    from trustbench.reports.figures import write_figures
 
     figures = []
     for path in write_figures(source, results, manifest=manifest):
@@ -76,8 +76,8 @@ def _figures(source: RunDir, out: Path, manifest: Manifest, results) -> list[Pat
 def _frames(run_dirs: list[Path], results):
     """`frame_of(method, task, seed)`: a results row's test predictions (with its temperature for an `X+ts` row),
     from whichever run holds the cell (a cell two merged runs hold is the same in both: the merge checked)."""
-    from harness.calibration import TS_SUFFIX, apply_temperature
-    from harness.store import read_cell
+    from trustbench.harness.calibration import TS_SUFFIX, apply_temperature
+    from trustbench.harness.store import read_cell
 
     cells = {}
     for run in map(RunDir, run_dirs):
@@ -99,13 +99,13 @@ def build_report(run_dirs, out: str | Path | None = None, reference: str | None 
     merged (see `reports.merge`) into `out`, which is then required. `reference` is the method every other is
     compared with in comparison.csv (finetune when not given).
     """
-    from reports.compare import compare_to
-    from reports.costs import cost_table
-    from reports.html import render_html
-    from harness.intervals import bootstrap
-    from reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
-    from reports.merge import load_runs
-    from reports.tables import method_tables, table_csv
+    from trustbench.reports.compare import compare_to
+    from trustbench.reports.costs import cost_table
+    from trustbench.reports.html import render_html
+    from trustbench.harness.intervals import bootstrap
+    from trustbench.reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
+    from trustbench.reports.merge import load_runs
+    from trustbench.reports.tables import method_tables, table_csv
 
     run_dirs = _run_list(run_dirs)
     out = _out_dir(run_dirs, out)
@@ -142,7 +142,7 @@ def chance_warnings(run_dir) -> list[str]:
     the task's majority rate, or whose predictions are mostly one answer: numbers that carry no signal."""
     import pandas as pd
 
-    from harness.calibration import TS_SUFFIX
+    from trustbench.harness.calibration import TS_SUFFIX
 
     manifest = RunDir(run_dir).load()
     references = {name for name, entry in manifest.methods.items() if entry.reference}

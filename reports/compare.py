@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.calibration import TS_SUFFIX
-from harness.intervals import Draws, interval
+from trustbench.harness.calibration import TS_SUFFIX
+from trustbench.harness.intervals import Draws, interval
 
 DOMAINS = {"ID": ("id",), "OOD": ("ood",), "ID+OOD": ("id", "ood")}
 METRICS = ("acc", "ece", "macro_f1")

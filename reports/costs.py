@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.store import Manifest
+from trustbench.harness.store import Manifest
 
 FIRST_COLUMNS = ["method", "seed", "train_seconds", "train_tokens", "teacher_calls", "teacher_tokens"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.plots import FIGSIZE, RunView, draw_reliability, matplotlib_style, pooled_predictions, save_figure
-from harness.registry import FIGURES
-from harness.store import Manifest, RunDir
+from trustbench.harness.plots import FIGSIZE, RunView, draw_reliability, matplotlib_style, pooled_predictions, save_figure
+from trustbench.harness.registry import FIGURES
+from trustbench.harness.store import Manifest, RunDir
 
 
 def reliability_diagram(predictions: pd.DataFrame, title: str, path: str | Path, bins: int = 10,
@@ -39,7 +39,7 @@ def figure_name(method: str, task: str) -> str:
 def import_recipes(manifest: Manifest, log=None) -> list[str]:
     """Import the module of every method the run holds, so their figures register; a module that cannot be
     imported here (a plugin not on PYTHONPATH) is skipped with a warning line, and its figures are not drawn."""
-    import reports.paper_figures  # noqa: F401  (the generic figures: reliability grid, acc vs ECE, ID -> OOD)
+    import trustbench.reports.paper_figures  # noqa: F401  (the generic figures: reliability grid, acc vs ECE, ID -> OOD)
 
     log = log or (lambda line: print(line, file=sys.stderr))
     imported = []

@@ -32,9 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.errors import UserError
-from harness.metrics import _ece_mce_rows, accuracy, ece  # the row kernel is what `ece` runs, vectorised
-from harness.store import Manifest, RunDir, read_cell
+from trustbench.harness.errors import UserError
+from trustbench.harness.metrics import _ece_mce_rows, accuracy, ece  # the row kernel is what `ece` runs, vectorised
+from trustbench.harness.store import Manifest, RunDir, read_cell
 
 DEFAULTS = {"max_acc_drop": 0.01, "max_ece_rise": 0.01, "alpha": 0.05, "n_boot": 2000, "seed": 0}
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.metrics import METRICS
-from harness.store import Manifest, TaskEntry
-from reports.figures import figure_name
-from reports.leaderboard import (FOOTNOTE, RANKING, REFERENCE, format_cell, header_line, marks, suite_name,
+from trustbench.harness.metrics import METRICS
+from trustbench.harness.store import Manifest, TaskEntry
+from trustbench.reports.figures import figure_name
+from trustbench.reports.leaderboard import (FOOTNOTE, RANKING, REFERENCE, format_cell, header_line, marks, suite_name,
                                  task_columns, titles)
 
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
@@ -165,7 +165,7 @@ def comparison_html(table: pd.DataFrame) -> str:
 
 def costs_html(manifest: Manifest) -> str:
     """Training cost and teacher-cache records per method x seed (`reports.costs`), or "" when there are none."""
-    from reports.costs import cost_table, format_value
+    from trustbench.reports.costs import cost_table, format_value
 
     table = cost_table(manifest)
     if table.empty:
@@ -261,7 +261,7 @@ def _versions_html(manifest: Manifest) -> str:
 
 def tables_html(tables: dict[str, pd.DataFrame]) -> str:
     """The tables methods register (`tables/<name>.csv`), each with its docstring's first paragraph as caption."""
-    from harness.registry import TABLES
+    from trustbench.harness.registry import TABLES
 
     out = []
     for name, table in tables.items():

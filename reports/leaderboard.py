@@ -22,8 +22,8 @@ import math
 
 import pandas as pd
 
-from harness.calibration import TS_SUFFIX
-from harness.intervals import Draws, interval
+from trustbench.harness.calibration import TS_SUFFIX
+from trustbench.harness.intervals import Draws, interval
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UserError
-from harness.store import Manifest, MergedFrom, RunDir
-from reports.results import compute_results
+from trustbench.harness.errors import UserError
+from trustbench.harness.store import Manifest, MergedFrom, RunDir
+from trustbench.reports.results import compute_results
 
 SETTINGS = ("suite_hash", "scoring", "metrics", "temperature_scaling")  # what must match for cells to compare
 KEY = ["method", "task", "seed"]

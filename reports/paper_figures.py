@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.calibration import TS_SUFFIX
-from harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
-from reports.leaderboard import method_order, task_columns
+from trustbench.harness.calibration import TS_SUFFIX
+from trustbench.harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
+from trustbench.reports.leaderboard import method_order, task_columns
 
 CELL = (FIGSIZE[0] / 2, FIGSIZE[1] * 0.62)  # inches per reliability cell: half a column wide, still legible
 MARGIN = {"left": 0.62, "right": 0.12, "top": 0.85, "bottom": 0.38}  # inches around the grid
@@ -77,7 +77,7 @@ def reliability_grid(view: RunView):
 
 def _grid_cell(view: RunView, ax, axc, method: str, task: str, header: str | None) -> None:
     """One reliability diagram with a short title (ECE, n): the method and task are the row and column labels."""
-    from harness.metrics import ece as ece_of
+    from trustbench.harness.metrics import ece as ece_of
 
     preds = view.predictions(method, task)
     if preds.empty:  # this method did not score this task

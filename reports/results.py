@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.calibration import OPEN_ANSWER, TS_SUFFIX, apply_temperature, fit_temperature
-from harness.errors import UserError
-from harness.metrics import METRICS, most_frequent_share, summarize
-from harness.store import Manifest, RunDir, read_cell
+from trustbench.harness.calibration import OPEN_ANSWER, TS_SUFFIX, apply_temperature, fit_temperature
+from trustbench.harness.errors import UserError
+from trustbench.harness.metrics import METRICS, most_frequent_share, summarize
+from trustbench.harness.store import Manifest, RunDir, read_cell
 
 ID_COLUMNS = ("suite", "method", "task", "domain", "seed", "n")
 COLUMNS = (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.plots import RunView
-from harness.registry import TABLES
-from harness.store import Manifest, RunDir
-from reports.figures import import_recipes
+from trustbench.harness.plots import RunView
+from trustbench.harness.registry import TABLES
+from trustbench.harness.store import Manifest, RunDir
+from trustbench.reports.figures import import_recipes
 
 
 def method_tables(run: RunDir, manifest: Manifest, results: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -41,10 +41,10 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.store import check_name
-from harness.types import Example, Splits, TaskCard
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.store import check_name
+from trustbench.harness.types import Example, Splits, TaskCard
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 
@@ -279,7 +279,7 @@ def missing_data(card: TaskCard) -> str | None:
     """What the user must supply before the card's examples load, in one line; None when its data installs with
     the lock's packages or is generated (every built-in suite's cards) or is the user's own file."""
     if card.source.startswith("bigbench:"):
-        from tasks import bigbench
+        from trustbench.tasks import bigbench
 
         if not bigbench.extracted_path(bigbench.task_path(card.source)).exists() \
                 and bigbench.archive_path_if_cached() is None:
@@ -306,4 +306,4 @@ def describe(card: TaskCard, sizes: bool = True) -> dict:
     return info
 
 
-from tasks import bigbench, countryinfo, jsonl, lmeval, reasoning_gym, synthetic  # noqa: E402,F401  (each registers its loader)
+from trustbench.tasks import bigbench, countryinfo, jsonl, lmeval, reasoning_gym, synthetic  # noqa: E402,F401  (each registers its loader)

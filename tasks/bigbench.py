@@ -42,10 +42,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from harness.cache import atomic_path, cache_dir, write_text
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.types import Example, TaskCard
+from trustbench.harness.cache import atomic_path, cache_dir, write_text
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.types import Example, TaskCard
 
 ARCHIVE_NAME = "bigbench-1.0.0.tar.gz"
 ARCHIVE_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"

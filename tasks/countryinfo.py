@@ -36,9 +36,9 @@ import functools
 
 import numpy as np
 
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.types import Example, TaskCard
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.types import Example, TaskCard
 
 REGIONS = ("Africa", "Americas", "Asia", "Europe", "Oceania")
 OPTIONS = {"province_country": ("region", "num_choices"), "province_region": ("regions", "labels"),

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.types import Example, TaskCard
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.types import Example, TaskCard
 
 
 @LOADERS.register("jsonl")

@@ -24,9 +24,9 @@ import difflib
 import numbers
 import os
 
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.types import Example, TaskCard
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.types import Example, TaskCard
 
 OPTIONS = ("include_path", "include_defaults", "split", "num_fewshot", "fewshot_seed")
 SPLITS = ("test", "validation", "train", "fewshot")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import random
 import re
 
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.types import Example, Splits, TaskCard
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.types import Example, Splits, TaskCard
 
 OPTIONS = ("config", "templates")
 SPLIT_ORDER = ("test", "val", "train", "pool")

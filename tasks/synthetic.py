@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.errors import UserError
-from harness.registry import LOADERS
-from harness.types import Example, TaskCard
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import LOADERS
+from trustbench.harness.types import Example, TaskCard
 
 VARIANTS = ("id", "ood", "cot", "total")  # appended only: each variant keeps its random stream
 DEFAULTS = {"n": 200, "seed": 0, "num_choices": 4, "noise": 0.1}

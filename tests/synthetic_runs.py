@@ -29,12 +29,12 @@ def synthetic_predictions(rng: np.random.Generator, skill: float, sharpness: flo
 def manifest_dict(tasks: dict, methods, suite: str = "unit", suite_hash: str = "ab12cd34ef56", mode: str = "letter",
                   bins: int = 10, equal_mass: bool = False, n_boot: int = 100, temperature_scaling: bool = True,
                   **extra) -> dict:
-    """A schema-2 manifest as `trustbench run` writes it, for `tasks` ({name: {domain, family?, sizes?, test_hash?}})
+    """A manifest as `trustbench run` writes it (schema 3), for `tasks` ({name: {domain, family?, sizes?, test_hash?}})
     and `methods` (names, or {name: manifest entry})."""
     methods = {name: methods[name] if isinstance(methods, dict) and isinstance(methods[name], dict) else {}
                for name in methods}
     return {
-        "schema_version": 2, "suite": suite, "suite_hash": suite_hash,
+        "schema_version": 3, "suite": suite, "suite_hash": suite_hash,
         "scoring": {"mode": mode, "confidence": "probability of the chosen option"},
         "metrics": {"bins": bins, "equal_mass": equal_mass, "n_boot": n_boot},
         "temperature_scaling": temperature_scaling,
@@ -66,7 +66,7 @@ def write_run(root: Path, manifest: dict, methods: dict, tasks: dict, seeds, rng
 def point_draws(results: pd.DataFrame):
     """`harness.intervals.Draws` holding only each (method, task)'s mean over seeds (no spread): for leaderboard
     tests that check ranking and layout, not intervals."""
-    from harness.intervals import METRICS, Draws
+    from trustbench.harness.intervals import METRICS, Draws
 
     point, values = {}, {}
     for (method, task), rows in results.groupby(["method", "task"]):

@@ -8,13 +8,13 @@ from typing import Callable
 
 import pytest
 
-from harness.cli import main
+from trustbench.cli import main
 
 
 def kill_and_resume(tmp_path: Path, monkeypatch, run: Callable[[str], Path]) -> tuple[list[str], list[str]]:
     """`run(name)` once whole, then again killed after half the teacher replies it stored, then resumed. Returns
     the keys the whole run stored and those the killed + resumed run stored (every reply stored once)."""
-    from harness.cache import RequestCache
+    from trustbench.harness.cache import RequestCache
 
     stored: list[str] = []
     real_put = RequestCache.put

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from trustbench.cli import main
 
 SMOKE = ("teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [smoke_id]\n"
          "methods: [finetune]\n")
@@ -144,7 +144,7 @@ CASES = {
     "resumed run's manifest damaged": (command("run", "smoke", "--out", "{tmp}/out", setup=damaged_run("{oops")),
                                        "it is damaged"),
     "resumed run of another suite": (command("run", "smoke", "--out", "{tmp}/out", setup=damaged_run(
-        '{"schema_version": 2, "suite": "x", "suite_hash": "other", "scoring": {"mode": "letter", '
+        '{"schema_version": 3, "suite": "x", "suite_hash": "other", "scoring": {"mode": "letter", '
         '"confidence": "c"}}')), "holds a run of a different suite configuration"),
     "report without a manifest": (command("report", "{tmp}", "--out", "{tmp}/out"), "no run manifest"),
     "gate of a missing run": (command("gate", "{tmp}/a", "{tmp}/b"), "no run manifest"),

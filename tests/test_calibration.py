@@ -1,13 +1,13 @@
-"""harness.calibration: temperature scaling recovers a known T, agrees with netcal, and keeps predictions."""
+"""trustbench.harness.calibration: temperature scaling recovers a known T, agrees with netcal, and keeps predictions."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from harness.calibration import T_MAX, T_MIN, apply_temperature, fit_temperature
-from harness.errors import UserError
-from harness.metrics import ece, nll
+from trustbench.harness.calibration import T_MAX, T_MIN, apply_temperature, fit_temperature
+from trustbench.harness.errors import UserError
+from trustbench.harness.metrics import ece, nll
 
 
 def _softmax(z):

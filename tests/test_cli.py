@@ -9,7 +9,7 @@ import pytest
 
 
 def trustbench(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "trustbench", *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.compare import compare_to
-from harness.intervals import Draws
+from trustbench.reports.compare import compare_to
+from trustbench.harness.intervals import Draws
 
 # acc by (method, task); ECE is 1 - acc so both metrics are checked with one table
 ACC = {("finetune", "a"): 0.50, ("finetune", "b"): 0.40, ("finetune", "c"): 0.30,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import MethodSpec, builtin_suites, load_suite, override, parse_suite
-from harness.errors import UserError
+from trustbench.harness.config import MethodSpec, builtin_suites, load_suite, override, parse_suite
+from trustbench.harness.errors import UserError
 
 BASE = {"name": "t", "teacher": "tiny-random", "student": "tiny-random-l1", "tasks": ["smoke_id"],
         "methods": ["teacher", {"finetune": {"lr": 1e-3}}, {"method": "finetune", "name": "ft-slow", "lr": 1e-5}]}
@@ -63,7 +63,7 @@ def test_overrides_select_and_keep_the_hash():
 
 
 def test_a_suite_can_extend_another(tmp_path):
-    from harness.config import load_suite
+    from trustbench.harness.config import load_suite
 
     path = tmp_path / "variant.yaml"
     path.write_text("extends: smoke\nmethods: [finetune, {name: first_k3, method: first, k: 3}]\n")
@@ -92,7 +92,7 @@ def test_suites_that_share_a_run_spell_shared_variants_alike():
 
 
 def test_extends_is_relative_to_the_file_and_refuses_cycles(tmp_path, monkeypatch):
-    from harness.config import load_suite
+    from trustbench.harness.config import load_suite
 
     folder = tmp_path / "suites"
     folder.mkdir()

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from harness.store import parse_manifest
-from reports.costs import cost_table, format_value
+from trustbench.harness.store import parse_manifest
+from trustbench.reports.costs import cost_table, format_value
 from synthetic_runs import manifest_dict
 
 CACHE = {"k": 5, "topk_mass": 0.93, "cache_bytes": 160, "full_bytes": 4 * 100 * 4, "full_over_cache": 10.0,

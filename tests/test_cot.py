@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tasks
-from harness.calibration import apply_temperature
-from harness.engines import LOCAL, Generation, Usage
-from harness.errors import UserError
-from harness.metrics import summarize
-from harness.scoring import CotFormat, LetterFormat, parse_number
-from harness.types import Example, TaskCard
-from tasks.reasoning_gym import running_sum
+from trustbench import tasks
+from trustbench.harness.calibration import apply_temperature
+from trustbench.harness.engines import LOCAL, Generation, Usage
+from trustbench.harness.errors import UserError
+from trustbench.harness.metrics import summarize
+from trustbench.harness.scoring import CotFormat, LetterFormat, parse_number
+from trustbench.harness.types import Example, TaskCard
+from trustbench.tasks.reasoning_gym import running_sum
 
 OPEN = Example("q1", "What is 3 + 4?", (), "7", rationale="3 + 4\n  = 7")
 MC = Example("q2", "Is a brick heavier than a feather?", ("Yes", "No"), 0, rationale="Bricks weigh kilograms.")

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-import tasks
-from harness.config import builtin_suites, load_suite
-from harness.runner import resolve_tasks
+from trustbench import tasks
+from trustbench.harness.config import builtin_suites, load_suite
+from trustbench.runner import resolve_tasks
 
 PARTS = ("train", "val", "test", "pool")
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.first import first_loss, search_c, trustworthy_target, validation_ece
-from baselines.kd import kd_loss
-from harness import teacher_cache
-from harness.errors import UserError
-from harness.teacher_cache import TeacherOutputs, check_same_vocabulary, extract
-from harness.train import LeftPadCollator
+from trustbench.baselines.first import first_loss, search_c, trustworthy_target, validation_ece
+from trustbench.baselines.kd import kd_loss
+from trustbench.harness import teacher_cache
+from trustbench.harness.errors import UserError
+from trustbench.harness.teacher_cache import TeacherOutputs, check_same_vocabulary, extract
+from trustbench.harness.train import LeftPadCollator
 
 
 THREE_POSITIONS = dict(
@@ -128,7 +128,7 @@ def test_c_search_finds_the_minimum_of_a_known_curve(minimum, chosen):
 
 
 def test_validation_ece_is_the_ece_of_the_adjusted_top_1():
-    from harness.metrics import ece
+    from trustbench.harness.metrics import ece
 
     rng = np.random.default_rng(0)
     probs = np.sort(rng.dirichlet(np.ones(8), size=200), axis=1)[:, ::-1][:, :5]
@@ -165,8 +165,8 @@ def test_cache_round_trips_and_slices_top_k(tmp_path, hf_engine):
 
 
 def test_vllm_and_hf_caches_agree(hf_engine, vllm_engine, smoke_splits):
-    from harness.scoring import training_pair
-    from harness.train import encode_pairs
+    from trustbench.harness.scoring import training_pair
+    from trustbench.harness.train import encode_pairs
 
     pairs = [training_pair(e, "letter") for e in smoke_splits[0].train[:16]]
     features = encode_pairs(hf_engine.tokenizer, pairs, 256)
@@ -201,8 +201,8 @@ def test_a_vocabulary_mismatch_is_a_one_line_error(tiny_path):
 def test_a_run_with_mismatched_vocabularies_is_refused_before_writing(tmp_path, tiny_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.config import parse_suite
-    from harness.runner import run_suite
+    from trustbench.harness.config import parse_suite
+    from trustbench.runner import run_suite
 
     other = tmp_path / "other-vocab"
     tokenizer = AutoTokenizer.from_pretrained(tiny_path)
@@ -230,8 +230,8 @@ def test_a_run_with_mismatched_vocabularies_is_refused_before_writing(tmp_path, 
     ({"renorm_eps": None}, "renorm_eps must be a number"),
 ])
 def test_bad_first_parameters_are_one_line_errors(params, message):
-    import baselines
-    from harness.config import MethodSpec
+    from trustbench import baselines
+    from trustbench.harness.config import MethodSpec
 
     with pytest.raises(UserError, match=message):
         baselines.build(MethodSpec("first", "first", params))
@@ -243,8 +243,8 @@ def test_bad_first_parameters_are_one_line_errors(params, message):
     ({"alpha": 1.5}, "0 <= alpha <= 1"),
 ])
 def test_bad_kd_parameters_are_one_line_errors(params, message):
-    import baselines
-    from harness.config import MethodSpec
+    from trustbench import baselines
+    from trustbench.harness.config import MethodSpec
 
     with pytest.raises(UserError, match=message):
         baselines.build(MethodSpec("kd", "kd", params))

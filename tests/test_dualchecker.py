@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import dualchecker as dc
-from baselines.base import Context, StudentArtifact
-from harness.config import MethodSpec, load_suite
-from harness.engines import Generation
-from harness.runner import resolve_tasks
+from trustbench.baselines import dualchecker as dc
+from trustbench.baselines.base import Context, StudentArtifact
+from trustbench.harness.config import MethodSpec, load_suite
+from trustbench.harness.engines import Generation
+from trustbench.runner import resolve_tasks
 from teacher_runs import kill_and_resume, refused
 
 VERBALISED = [  # (reply, confidence): the largest whole number <= 100 in the field / 100, else the word scale, else 0
@@ -262,7 +262,7 @@ def test_a_reply_teacher_keeps_both_confidences_and_the_checker_reads_the_one_as
         assert row["label"] == (0 if row["id"] in odd else 1)
         assert row["confidence"] == row["token_confidence"] == pytest.approx(0.95 if row["id"] in odd else 0.9)
     side = dc.teacher_side(record)
-    from harness.metrics import ece
+    from trustbench.harness.metrics import ece
 
     after = [r["label"] == r["gold"] for r in record["items"]]
     assert side["ece_verbalised_after"] == pytest.approx(ece([0.99] * len(after), after))
@@ -282,7 +282,7 @@ def test_a_white_box_teacher_has_token_confidence_only():
 
 
 def test_token_confidence_from_replies_without_log_probs_is_a_one_line_error(monkeypatch):
-    from harness.errors import UserError
+    from trustbench.harness.errors import UserError
 
     with pytest.raises(UserError, match="carry no token log-probs"):
         fit(monkeypatch, BlackBox(lambda text: "Answer: yes\nConfidence: 90%"), ask="reply", confidence="token")
@@ -293,7 +293,7 @@ def test_a_served_teachers_token_confidence_comes_from_the_servers_log_probs(vll
                                                                             monkeypatch):
     """A real `vllm serve` as the black-box teacher: its replies' token texts and log-probs give the same token
     probabilities as the in-process engine's ids decoded, and a run reads a token confidence for every answer."""
-    from harness.endpoint import Endpoint, OpenAIEngine
+    from trustbench.harness.endpoint import Endpoint, OpenAIEngine
 
     teacher = OpenAIEngine(Endpoint(vllm_server, "tiny", api="completions"), cache_path=tmp_path / "r.sqlite")
     prompts = [f"Is {n} kg heavy? Answer:" for n in (3, 40, 500)]
@@ -342,7 +342,7 @@ def test_the_student_checker_puts_the_borderline_example_first_in_later_prompts(
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_without_asking_the_teacher_anything_twice(tmp_path, monkeypatch):
-    from harness.runner import run_suite
+    from trustbench.runner import run_suite
 
     suite = load_suite("dualchecker-smoke")
 

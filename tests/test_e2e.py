@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.config import load_suite
-from harness.runner import run_suite
-from harness.store import RunDir
+from trustbench.harness.config import load_suite
+from trustbench.runner import run_suite
+from trustbench.harness.store import RunDir
 
 METHODS = ["teacher", "zeroshot", "finetune", "kd", "first", "dualchecker", "elad@r0", "elad@r1", "elad"]
 TASKS = {"smoke_id": 48, "smoke_ood": 48, "smoke_cot": 24, "smoke_cot_id": 16}
@@ -103,12 +103,12 @@ def test_manifest_records_the_run(smoke_run):
 
     run_dir, _, _ = smoke_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2
+    assert manifest["schema_version"] == 3
     assert manifest["scoring"]["mode"] == "letter" and "renormalised" in manifest["scoring"]["confidence"]
     assert manifest["tasks"]["smoke_ood"]["domain"] == "ood" and manifest["tasks"]["smoke_id"]["sizes"]["train"] == 64
     assert manifest["methods"]["finetune"]["runs"]["0"]["cost"]["train_examples"] == 64
     assert {"torch", "transformers", "lm-eval"} <= set(manifest["versions"])
-    assert manifest["methods"]["first"]["module"] == "baselines.first"
+    assert manifest["methods"]["first"]["module"] == "trustbench.baselines.first"
     first = manifest["methods"]["first"]["runs"]["0"]["records"]["first"]
     curve = dict(map(tuple, first["ece_curve"]))
     assert first["c_mode"] == "search" and curve[first["c"]] == min(curve.values()) and len(curve) >= 10
@@ -143,11 +143,11 @@ def test_report_rebuilds_identically_without_importing_torch(smoke_run):
     files = sorted(p for p in run_dir.rglob("*") if p.is_file() and "predictions" not in p.parts
                    and p.name != "manifest.json")
     before = {p: p.read_bytes() for p in files}
-    script = ("import sys; from harness.cli import app\n"
+    script = ("import sys; from trustbench.cli import app\n"
               "for command in (['report', sys.argv[1]], ['figures', sys.argv[1]]):\n"
               "    app(command, standalone_mode=False)\n"
               "print('torch imported' if 'torch' in sys.modules else 'no torch',"
-              " 'first recipe imported' if 'baselines.first' in sys.modules else 'no recipe')")
+              " 'first recipe imported' if 'trustbench.baselines.first' in sys.modules else 'no recipe')")
     result = subprocess.run([sys.executable, "-c", script, str(run_dir)], capture_output=True, text=True,
                             env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -158,7 +158,7 @@ def test_report_rebuilds_identically_without_importing_torch(smoke_run):
 
 def _eval(tmp_path: Path, backend: str) -> pd.DataFrame:
     out = tmp_path / backend
-    result = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", "tiny-random", "--tasks",
+    result = subprocess.run([sys.executable, "-m", "trustbench", "eval", "--model", "tiny-random", "--tasks",
                              "smoke_id,smoke_ood", "--backend", backend, "--out", str(out)],
                             capture_output=True, text=True, env=os.environ.copy(), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -180,8 +180,8 @@ def test_eval_through_vllm_matches_hf(tmp_path):
 def test_a_changed_task_is_refused_not_silently_reused(smoke_run, monkeypatch):
     import dataclasses
 
-    import tasks
-    from harness.errors import UserError
+    from trustbench import tasks
+    from trustbench.harness.errors import UserError
 
     run_dir, _, _ = smoke_run
     original = tasks.get_card
@@ -201,7 +201,7 @@ def test_eval_takes_a_card_file_of_ones_own(tmp_path):
                     '{"prompt": "Which is lightest?", "choices": ["a truck", "a leaf"], "gold": "a leaf"}\n')
     (tmp_path / "my_task.yaml").write_text("name: my_task\ndomain: ood\nfamily: mine\nformat: mc\n"
                                            "source: jsonl:mine.jsonl\ntest: 2\n")
-    result = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", "tiny-random", "--tasks",
+    result = subprocess.run([sys.executable, "-m", "trustbench", "eval", "--model", "tiny-random", "--tasks",
                              str(tmp_path / "my_task.yaml"), "--backend", "hf", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -211,8 +211,8 @@ def test_eval_takes_a_card_file_of_ones_own(tmp_path):
 
 
 def test_an_empty_test_split_is_refused_before_anything_is_written(tmp_path):
-    from harness.config import parse_suite
-    from harness.errors import UserError
+    from trustbench.harness.config import parse_suite
+    from trustbench.harness.errors import UserError
 
     suite = parse_suite({"name": "t", "teacher": "tiny-random", "student": "tiny-random-l1", "backend": "hf",
                          "tasks": ["smoke_id", "smoke_ood"], "methods": ["zeroshot"], "sizes": {"smoke_ood": {"test": 0}}})
@@ -222,11 +222,11 @@ def test_an_empty_test_split_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_a_method_from_outside_trustbench_runs_by_module_and_class(tmp_path, monkeypatch):
-    from harness.config import parse_suite
+    from trustbench.harness.config import parse_suite
 
     (tmp_path / "my_methods.py").write_text(
-        "from baselines import Method, StudentArtifact\n"
-        "from harness import zoo\n\n"
+        "from trustbench import Method, StudentArtifact\n"
+        "from trustbench.harness import zoo\n\n"
         "class Untrained(Method):\n"
         "    name = 'untrained'\n"
         "    trains = False\n\n"

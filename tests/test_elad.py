@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import elad
-from baselines.elad import Annotation, Explained, clear_chat, clear_local, explain, split_steps, teacher_cot
-from harness.engines import Generation
-from harness.registry import SELECTORS
-from harness.scoring import ANSWER, CotFormat
-from harness.types import Example
+from trustbench.baselines import elad
+from trustbench.baselines.elad import Annotation, Explained, clear_chat, clear_local, explain, split_steps, teacher_cot
+from trustbench.harness.engines import Generation
+from trustbench.harness.registry import SELECTORS
+from trustbench.harness.scoring import ANSWER, CotFormat
+from trustbench.harness.types import Example
 from teacher_runs import kill_and_resume, refused
 
 FMT = CotFormat()
@@ -261,8 +261,8 @@ metrics: {bins: 10, n_boot: 20}
 
 
 def run(tmp: Path, name: str, annotator: str, monkeypatch) -> Path:
-    from harness.config import load_suite
-    from harness.runner import run_suite
+    from trustbench.harness.config import load_suite
+    from trustbench.runner import run_suite
 
     monkeypatch.setenv("TRUSTBENCH_CACHE", str(tmp / f"cache-{name}"))
     (tmp / f"{name}.yaml").write_text(SUITE % annotator)
@@ -273,7 +273,7 @@ def run(tmp: Path, name: str, annotator: str, monkeypatch) -> Path:
 @pytest.mark.slow
 def test_every_round_is_a_scored_cell_with_the_teacher_budget_spent_before_it(tmp_path, monkeypatch):
     """teacher_cot asks the teacher once per question: n0 seed questions, then B per round."""
-    from harness.store import RunDir
+    from trustbench.harness.store import RunDir
 
     out = run(tmp_path, "cot", "teacher_cot", monkeypatch)
     results = pd.read_csv(out / "results.csv")
@@ -323,8 +323,8 @@ def test_bad_parameters_are_one_line_errors_before_anything_is_written(tmp_path,
 def synthetic_view(seeds=(0, 1)):
     """Two ELAD rounds and the final student, over `seeds`: ID accuracy 20, 40, 60% (+1 point on seed 1) after 100,
     300, 500 teacher tokens; the full-pool student at 50%; the teacher at 80%."""
-    from harness.plots import RunView
-    from harness.store import Manifest, MethodEntry, SeedRun
+    from trustbench.harness.plots import RunView
+    from trustbench.harness.store import Manifest, MethodEntry, SeedRun
 
     entries, rows = {}, []
     for name, round_index, acc, tokens in [("elad@r0", 0, 0.2, 100), ("elad@r1", 1, 0.4, 300), ("elad", 2, 0.6, 500)]:
@@ -392,8 +392,8 @@ def claims_run(tmp_path: Path, chance: set[str] = frozenset()):
     """A stored run with three ELAD variants (elad: egss + clear, random_clear, egss_cot), rounds 0 and 1, seeds 0
     and 1, one ID and one OOD task of 20 questions. Right answers: elad and egss_cot the first 12 of 20 on every
     task, seed and round; random_clear the first 6 in round 0 and the first 12 in round 1 (the final student)."""
-    from harness.plots import RunView
-    from harness.store import Manifest, MethodEntry, RunDir, SeedRun
+    from trustbench.harness.plots import RunView
+    from trustbench.harness.store import Manifest, MethodEntry, RunDir, SeedRun
 
     run, entries, rows = RunDir(tmp_path), {}, []
     variants = {"elad": ("egss", "clear"), "random_clear": ("random", "clear"), "egss_cot": ("egss", "teacher_cot")}
@@ -453,8 +453,8 @@ def test_the_budget_band_is_the_interval_over_test_examples_and_seeds(tmp_path):
 
 
 def test_egss_terms_are_pooled_over_seeds_and_rounds_only_for_egss_variants(tmp_path):
-    from harness.plots import RunView
-    from harness.store import Manifest, MethodEntry, RunDir, SeedRun
+    from trustbench.harness.plots import RunView
+    from trustbench.harness.store import Manifest, MethodEntry, RunDir, SeedRun
 
     def entry(rounds_by_seed):
         return MethodEntry(method="elad", runs={seed: SeedRun(checkpoint="x", records={"elad": {"rounds": rounds}})

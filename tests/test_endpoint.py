@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.endpoint import Endpoint, OpenAIEngine, endpoint_from
-from harness.errors import UserError
+from trustbench.harness.endpoint import Endpoint, OpenAIEngine, endpoint_from
+from trustbench.harness.errors import UserError
 
 TIMEOUT = 0.5  # seconds: the client's per-request timeout in these tests
 
@@ -178,7 +178,7 @@ def test_bad_endpoint_settings_are_one_line(raw, message):
 
 
 ANNOTATOR = '''
-from baselines import Method, StudentArtifact
+from trustbench.baselines import Method, StudentArtifact
 
 
 class Annotate(Method):
@@ -200,7 +200,7 @@ def test_a_suite_with_an_endpoint_teacher_counts_its_calls_and_resumes_without_a
         "max_retries: 1, concurrency: 1}\nstudent: tiny-random-l1\nbackend: hf\ntasks: [smoke_id]\nsizes: {smoke_id: {test: 4}}\n"
         "temperature_scaling: false\nmethods: [{name: annotate, method: 'annotate:Annotate'}]\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    command = [sys.executable, "-m", "harness", "run", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "run")]
+    command = [sys.executable, "-m", "trustbench", "run", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "run")]
     server.script = ["ok", "ok", "ok", "500", "500"]
     failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 2, failed.stderr[-2000:]
@@ -216,8 +216,8 @@ def test_a_suite_with_an_endpoint_teacher_counts_its_calls_and_resumes_without_a
 
 @pytest.mark.parametrize("method", ["kd", "teacher"])
 def test_a_method_the_endpoint_teacher_cannot_serve_is_refused_before_anything_is_written(tmp_path, method):
-    from harness.config import parse_suite
-    from harness.runner import run_suite
+    from trustbench.harness.config import parse_suite
+    from trustbench.runner import run_suite
 
     suite = parse_suite({"name": "t", "teacher": {"endpoint": "http://127.0.0.1:9/v1", "model": "m"},
                          "student": "tiny-random-l1", "backend": "hf", "tasks": ["smoke_id"], "methods": [method]})

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.metrics import ece
-from harness.scoring import letter_prompt, letter_token_ids, score
+from trustbench.harness.metrics import ece
+from trustbench.harness.scoring import letter_prompt, letter_token_ids, score
 
 REQUESTS = [
     ("Question: Which item is the heaviest?\nAnswer:", " A"),
@@ -44,7 +44,7 @@ SHARED = [(INSTRUCTION + question + "\nAnswer:", continuation)
     ([list(range(20)), list(range(5)) + [99] * 15], 0),
 ])
 def test_shared_prefix_length(lists, expected):
-    from harness.engines import _shared_prefix_length
+    from trustbench.harness.engines import _shared_prefix_length
 
     assert _shared_prefix_length(lists) == expected
 
@@ -56,7 +56,7 @@ def test_shared_instruction_prefix_runs_once_and_changes_nothing(tiny_path, hf_e
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from harness.engines import MIN_SHARED_PREFIX, _shared_prefix_length
+    from trustbench.harness.engines import MIN_SHARED_PREFIX, _shared_prefix_length
 
     contexts = [hf_engine.encode(context) for context, _ in SHARED]
     assert _shared_prefix_length(contexts) >= MIN_SHARED_PREFIX  # the path under test is taken
@@ -122,7 +122,7 @@ def test_vllm_generates(vllm_engine):
 def test_a_remembered_engine_answers_a_repeat_from_disk_and_counts_it(hf_engine, tmp_path):
     """The teacher's view for methods in rounds: generations and log-likelihoods are stored as they are answered,
     a second view over the same file (a resumed run) asks the model nothing, and both count the same budget."""
-    from harness.engines import CachedGenerations
+    from trustbench.harness.engines import CachedGenerations
 
     first = CachedGenerations(hf_engine, "tiny", tmp_path / "requests.sqlite")
     texts = first.generate(["the sum of 2 and 3 is"], max_tokens=5)

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from harness.errors import UserError
-from harness.metrics import accuracy, ece
-from reports import gate
-from reports.gate import compare_runs, format_gate, parse_method_pairs
+from trustbench.harness.errors import UserError
+from trustbench.harness.metrics import accuracy, ece
+from trustbench.reports import gate
+from trustbench.reports.gate import compare_runs, format_gate, parse_method_pairs
 from synthetic_runs import manifest_dict
 
 N = 200
@@ -287,7 +287,7 @@ def test_a_missing_run_directory_is_a_user_error(tmp_path, base):
 
 
 def test_cli_exit_codes(tmp_path, base):
-    from harness.cli import app
+    from trustbench.cli import app
 
     cells = base_cells()
     cells["kd", "task_a", 0] = degrade(cells["kd", "task_a", 0])
@@ -309,7 +309,7 @@ def test_cli_exit_codes(tmp_path, base):
 
 
 def test_cli_help_states_the_rule_and_defaults_match_the_module():
-    from harness import cli
+    from trustbench import cli
 
     result = CliRunner().invoke(cli.app, ["gate", "--help"])
     text = " ".join(result.stdout.split())  # rich wraps the help to the terminal's width
@@ -320,7 +320,7 @@ def test_cli_help_states_the_rule_and_defaults_match_the_module():
 
 
 def test_bad_input_through_the_real_command_is_one_line_exit_2(tmp_path, base):
-    result = subprocess.run([sys.executable, "-m", "harness", "gate", str(base), str(tmp_path / "nowhere")],
+    result = subprocess.run([sys.executable, "-m", "trustbench", "gate", str(base), str(tmp_path / "nowhere")],
                             capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                             timeout=120)
     assert result.returncode == 2

@@ -64,7 +64,7 @@ def test_sampling_is_seeded(hf_engine):
 
 
 def test_a_chat_prompt_needs_a_chat_template(hf_engine):
-    from harness.errors import UserError
+    from trustbench.harness.errors import UserError
 
     with pytest.raises(UserError, match="no chat template"):
         hf_engine.generate(PROMPTS[:1], chat=True)
@@ -85,8 +85,8 @@ def test_vllm_and_hf_write_the_same_greedy_text(hf_engine, vllm_engine):
 def test_smollm2_greedy_text_is_the_same_on_hf_and_vllm():
     """The real teacher in float32, plain and through its chat template (bf16 is not compared: its rounding
     differs between the two backends' kernels)."""
-    from harness import zoo
-    from harness.engines import HFEngine, VLLMEngine
+    from trustbench.harness import zoo
+    from trustbench.harness.engines import HFEngine, VLLMEngine
 
     path = zoo.resolve("smollm2-135m")
     prompts = ["What is 12 + 7? Reasoning:", "Name a fruit that is yellow.", "The capital of France is"]

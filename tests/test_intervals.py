@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import metrics as M
-from harness.intervals import METRICS, _rng, bootstrap, interval
-from reports.results import diagnostics
+from trustbench.harness import metrics as M
+from trustbench.harness.intervals import METRICS, _rng, bootstrap, interval
+from trustbench.reports.results import diagnostics
 from synthetic_runs import synthetic_predictions
 
 SEEDS = (0, 1, 2)

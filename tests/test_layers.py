@@ -1,9 +1,10 @@
 """The layers of DESIGN.md, read from the source (every import, also inside functions):
 
-- the core (`harness/` but its composition root, `runner` and `cli`) imports nothing from tasks/, baselines/ or
-  reports/;
-- tasks/, baselines/ and reports/ import the core and themselves, not each other;
-- only the composition root imports everything; no import cycle between modules anywhere.
+- the core (`trustbench.harness`, the folder harness/) imports nothing above it;
+- `trustbench.tasks`, `trustbench.baselines` and `trustbench.reports` import the core and themselves, not each other;
+- the app on top (the `trustbench` package itself: trustbench/, its runner, CLI and `__main__`) may import everything;
+- no import cycle between modules anywhere, and no module of the repository imports a bare `harness`, `tasks`,
+  `baselines` or `reports`: everything is one import root, `trustbench`.
 """
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("harness", "tasks", "baselines", "reports")
-ROOTS = {"harness.runner", "harness.cli", "harness.__main__"}  # the composition root
+LAYERS = {"harness": "core", "tasks": "tasks", "baselines": "baselines", "reports": "reports"}  # folder -> layer
 ALLOWED = {"core": {"core"}, "tasks": {"core", "tasks"}, "baselines": {"core", "baselines"},
-           "reports": {"core", "reports"}, "root": {"core", "tasks", "baselines", "reports", "root"}}
+           "reports": {"core", "reports"}, "app": {"core", "tasks", "baselines", "reports", "app"}}
+BARE = set(LAYERS)  # names that must never be imported at the top level
+SOURCES = ("trustbench", *LAYERS, "tests", "benchmarks")  # every folder of Python the repository holds
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the installed package by its import name (harness/x.py is trustbench.harness.x)."""
     found = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for folder in ("trustbench", *LAYERS):
+        prefix = () if folder == "trustbench" else ("trustbench",)
+        for path in (ROOT / folder).rglob("*.py"):
+            name = ".".join(prefix + path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path
     return found
 
@@ -34,25 +38,25 @@ def resolve(name: str, known) -> str | None:
     return name or None
 
 
-def imports(path: Path, known) -> set[str]:
-    """The project modules `path` imports, at module level or inside functions."""
-    found = set()
+def imported_names(path: Path) -> list[str]:
+    """The absolute module names `path` imports; `from p import m` names `p.m` when m is a module, else `p`."""
+    names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found |= {r for r in (resolve(t, known) for t in targets) if r}
-    return found
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def imports(path: Path, known) -> set[str]:
+    """The project modules `path` imports, at module level or inside functions."""
+    return {r for r in (resolve(name, known) for name in imported_names(path)) if r}
 
 
 def layer(module: str) -> str:
-    if module in ROOTS:
-        return "root"
-    package = module.split(".")[0]
-    return "core" if package == "harness" else package
+    parts = module.split(".")
+    return LAYERS[parts[1]] if len(parts) > 1 and parts[1] in LAYERS else "app"
 
 
 def violations(graph: dict[str, set[str]], module: str) -> list[str]:
@@ -73,7 +77,12 @@ def cycles(graph: dict[str, set[str]]) -> list[str]:
     return sorted(m for m in graph if m in reach(m))
 
 
+def bare_imports(path: Path) -> list[str]:
+    return sorted({name for name in imported_names(path) if name.split(".")[0] in BARE})
+
+
 GRAPH = {name: imports(path, modules()) - {name} for name, path in modules().items()}
+PYTHON_FILES = sorted(p for folder in SOURCES for p in (ROOT / folder).rglob("*.py") if "fixtures" not in p.parts)
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
@@ -85,11 +94,23 @@ def test_no_import_cycle():
     assert not cycles(GRAPH), f"modules on an import cycle: {cycles(GRAPH)}"
 
 
-def test_the_rules_catch_what_they_forbid():
-    bad = {"harness.store": {"baselines.kd"}, "baselines.kd": {"reports.figures"}, "reports.figures": set(),
-           "tasks": {"tasks.bigbench"}, "tasks.bigbench": {"tasks"}}
-    assert violations(bad, "harness.store") == ["baselines.kd"]
-    assert violations(bad, "baselines.kd") == ["reports.figures"]
-    assert violations(bad, "reports.figures") == []
-    assert cycles(bad) == ["tasks", "tasks.bigbench"]
-    assert "harness.plots" in GRAPH["reports.figures"] and "harness.plots" in GRAPH["baselines.first"]
+def test_nothing_imports_a_bare_layer_name():
+    found = {str(p.relative_to(ROOT)): bare_imports(p) for p in PYTHON_FILES}
+    assert not {f: names for f, names in found.items() if names}
+
+
+def test_the_rules_catch_what_they_forbid(tmp_path):
+    bad = {"trustbench.harness.store": {"trustbench.baselines.kd"}, "trustbench.baselines.kd": {"trustbench.reports.figures"},
+           "trustbench.reports.figures": set(), "trustbench.harness.plots": {"trustbench.runner"},
+           "trustbench.tasks": {"trustbench.tasks.bigbench"}, "trustbench.tasks.bigbench": {"trustbench.tasks"}}
+    assert violations(bad, "trustbench.harness.store") == ["trustbench.baselines.kd"]
+    assert violations(bad, "trustbench.baselines.kd") == ["trustbench.reports.figures"]
+    assert violations(bad, "trustbench.harness.plots") == ["trustbench.runner"]  # the app is above the core
+    assert violations(bad, "trustbench.reports.figures") == []
+    assert cycles(bad) == ["trustbench.tasks", "trustbench.tasks.bigbench"]
+    assert "trustbench.harness.plots" in GRAPH["trustbench.reports.figures"]
+    assert "trustbench.harness.plots" in GRAPH["trustbench.baselines.first"]
+    assert layer("trustbench") == layer("trustbench.runner") == layer("trustbench.cli") == "app"
+    (tmp_path / "old.py").write_text("import tasks\nfrom harness.store import RunDir\nfrom trustbench import tasks\n"
+                                     "def f():\n    import reports.gate\n")
+    assert bare_imports(tmp_path / "old.py") == ["harness.store.RunDir", "reports.gate", "tasks"]

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from harness.lmeval import TrustbenchLM, confidences_from_samples
-from harness.scoring import score
-from harness.types import Example
+from trustbench.harness.lmeval import TrustbenchLM, confidences_from_samples
+from trustbench.harness.scoring import score
+from trustbench.harness.types import Example
 
 DOCS = [
     {"question": "Which is heaviest?", "choices": ["a feather", "a brick", "a leaf"], "answer": 1},
@@ -64,8 +64,8 @@ def test_an_lmeval_card_is_scored_exactly_as_lm_evals_own_hf_backend(tiny_path, 
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    import tasks
-    from harness.scoring import format_for
+    from trustbench import tasks
+    from trustbench.harness.scoring import format_for
 
     (local_task / "tiny_mc.yaml").write_text((local_task / "tiny_mc.yaml").read_text()
                                              + "description: \"Pick the right one.\"\nfewshot_split: test\n")

@@ -1,4 +1,4 @@
-"""harness.metrics: hand-computed tables, agreement with netcal / sklearn / numpy, bootstrap, user errors."""
+"""trustbench.harness.metrics: hand-computed tables, agreement with netcal / sklearn / numpy, bootstrap, user errors."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import metrics as M
-from harness.errors import UserError
+from trustbench.harness import metrics as M
+from trustbench.harness.errors import UserError
 
 # ------------------------------------------------------------------------------------ hand-computed tables
 

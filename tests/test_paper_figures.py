@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.plots import DPI, FIGSIZE, RunView, matplotlib_style, save_figure
-from harness.registry import FIGURES
-from harness.store import RunDir
-from reports.figures import write_figures
-from reports.paper_figures import acc_vs_ece, domain_averages, id_to_ood, reliability_grid
-from reports.results import compute_results
+from trustbench.cli import app
+from trustbench.harness.plots import DPI, FIGSIZE, RunView, matplotlib_style, save_figure
+from trustbench.harness.registry import FIGURES
+from trustbench.harness.store import RunDir
+from trustbench.reports.figures import write_figures
+from trustbench.reports.paper_figures import acc_vs_ece, domain_averages, id_to_ood, reliability_grid
+from trustbench.reports.results import compute_results
 from synthetic_runs import manifest_dict, write_run
 
 METHODS = {"kd": (1.0, 3.0), "finetune": (2.0, 1.0)}  # name: (skill, sharpness)
@@ -103,7 +103,7 @@ def test_svg_redraws_identically(view, tmp_path):
 def test_unknown_format_is_one_line_exit_2(pristine, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(pristine, run)
-    result = subprocess.run([sys.executable, "-m", "harness", "figures", str(run), "--format", "png,gif"],
+    result = subprocess.run([sys.executable, "-m", "trustbench", "figures", str(run), "--format", "png,gif"],
                             capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                             timeout=120)
     assert result.returncode == 2 and result.stdout == ""
@@ -166,7 +166,7 @@ def test_first_figures_only_when_the_manifest_has_first_records(drawn, pristine,
     with_first = tmp_path / "run"
     shutil.copytree(pristine, with_first)
     manifest = json.loads((with_first / "manifest.json").read_text())
-    manifest["methods"]["first"] = {"method": "first", "module": "baselines.first",
+    manifest["methods"]["first"] = {"method": "first", "module": "trustbench.baselines.first",
                                     "runs": {"0": {"checkpoint": "first-checkpoint", "records": {"first": FIRST_RECORD}}}}
     (with_first / "manifest.json").write_text(json.dumps(manifest))
     write_figures(with_first, compute_results(with_first), formats=("png",))

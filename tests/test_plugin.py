@@ -1,4 +1,5 @@
-"""The README's "Add your own method" section, run as written: its files and commands, smoke suite, report, gate."""
+"""The README's "Add your own method" section, run as written: its files and commands, smoke suite, report, gate,
+from a folder that holds its own `tasks.py`, `harness.py`, `reports/` and `baselines/`."""
 from __future__ import annotations
 
 import os
@@ -35,6 +36,11 @@ def test_the_readme_plugin_example_runs_through_run_report_and_gate(tmp_path):
     assert len(files["my_methods.py"].splitlines()) <= 45
     for name, text in files.items():
         (tmp_path / name).write_text(text)
+    # a research repository's own files, named like trustbench's folders once were: on PYTHONPATH=. they must
+    # neither shadow trustbench nor be imported by it
+    for name in ("tasks.py", "harness.py", "reports/__init__.py", "baselines/__init__.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"raise ImportError('the user\'s own {name} was imported')\n")
     commands = example_commands(section)
     assert [c.split()[1 if c.startswith("trustbench") else 2] for c in commands] == ["run", "run", "report", "gate"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

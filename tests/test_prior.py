@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from baselines.prior import Prior
-from harness.config import MethodSpec
-from harness.metrics import summarize
-from harness.scoring import LetterFormat
-from harness.types import Example, Splits, Task, TaskCard
+from trustbench.baselines.prior import Prior
+from trustbench.harness.config import MethodSpec
+from trustbench.harness.metrics import summarize
+from trustbench.harness.scoring import LetterFormat
+from trustbench.harness.types import Example, Splits, Task, TaskCard
 
 CARD = TaskCard(name="t", domain="id", family="f", format="mc", source="synthetic:id")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_reports import TASKS, make_run
 
-from reports import build_report
+from trustbench.reports import build_report
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

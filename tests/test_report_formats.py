@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from test_reports import SEEDS, TASKS, make_run
 
-from harness.errors import UserError
-from reports import build_report
-from reports.leaderboard import SHOWN, format_cell, header_line, leaderboard_frame, marks, render_latex, tex_escape
+from trustbench.harness.errors import UserError
+from trustbench.reports import build_report
+from trustbench.reports.leaderboard import SHOWN, format_cell, header_line, leaderboard_frame, marks, render_latex, tex_escape
 from synthetic_runs import point_draws
-from harness.store import RunDir
+from trustbench.harness.store import RunDir
 
 FORMATS = ("results.csv", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "report.html")
 TABLES = FORMATS[:-1]  # report.html also lists the runs it came from
@@ -232,7 +232,7 @@ def test_predictions_the_manifest_lists_but_are_gone(pristine, tmp_path, split, 
 
 
 def _trustbench(*args):
-    return subprocess.run([sys.executable, "-m", "harness", "report", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trustbench", "report", *map(str, args)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
 
 
@@ -285,7 +285,7 @@ def test_the_header_names_the_formats_the_tasks_are_scored_in(scoring, expected)
 
 
 def test_report_out_that_is_a_file_is_a_user_error(tmp_path):
-    from reports import _out_dir
+    from trustbench.reports import _out_dir
 
     (tmp_path / "taken").write_text("x")
     with pytest.raises(UserError, match="is a file"):

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
-from reports import build_report
-from harness.intervals import _rng
-from reports.leaderboard import leaderboard_frame, render_markdown
-from reports.results import COLUMNS, compute_results
+from trustbench.harness.errors import UserError
+from trustbench.reports import build_report
+from trustbench.harness.intervals import _rng
+from trustbench.reports.leaderboard import leaderboard_frame, render_markdown
+from trustbench.reports.results import COLUMNS, compute_results
 from synthetic_runs import manifest_dict, point_draws, write_run
 
 METHODS = {"teacher": (2.0, 1.0), "kd": (1.0, 3.0)}  # name: (skill, sharpness); kd is over-confident

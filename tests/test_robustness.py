@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.cache import locked
-from harness.train import WEIGHTS, cached_checkpoint
+from trustbench.harness.cache import locked
+from trustbench.harness.train import WEIGHTS, cached_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def fake_build(calls: list):
 
 
 def test_a_damaged_cache_entry_is_detected_and_rebuilt(monkeypatch):
-    from harness import train
+    from trustbench.harness import train
 
     calls, lines = [], []
     key = {"kind": "unit", "nonce": time.time()}
@@ -47,7 +47,7 @@ def test_a_damaged_cache_entry_is_detected_and_rebuilt(monkeypatch):
 BUILDER = """
 import sys, time, json
 from pathlib import Path
-from harness.train import cached_checkpoint
+from trustbench.harness.train import cached_checkpoint
 def build(out, work):
     Path(sys.argv[2]).open("a").write("built\\n")
     time.sleep(2)
@@ -70,7 +70,7 @@ def test_two_processes_building_one_entry_build_it_once():
 def test_a_second_process_on_one_run_directory_is_refused(tmp_path):
     run = tmp_path / "run"
     with locked(run / "run", timeout=0):
-        result = subprocess.run([sys.executable, "-m", "harness", "run", "smoke", "--out", str(run)],
+        result = subprocess.run([sys.executable, "-m", "trustbench", "run", "smoke", "--out", str(run)],
                                 capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: another trustbench process is writing {run}")
@@ -79,9 +79,9 @@ def test_a_second_process_on_one_run_directory_is_refused(tmp_path):
 TRAINER = """
 import sys
 from pathlib import Path
-from harness import zoo
-from harness.config import TrainConfig
-from harness.train import finetune
+from trustbench.harness import zoo
+from trustbench.harness.config import TrainConfig
+from trustbench.harness.train import finetune
 pairs = [(f"The box weighs {i} kg. Which item is heaviest?", " box") for i in range(48)]
 finetune(zoo.resolve("tiny-random"), pairs, TrainConfig(epochs=3, lr=1e-3, batch_size=8, max_length=64), 0,
          Path(sys.argv[1]), log=print, work_dir=Path(sys.argv[2]))
@@ -163,7 +163,7 @@ def test_a_smoke_run_killed_anywhere_resumes_to_the_same_results(tmp_path):
         cache.mkdir()
         return {**os.environ, "TRUSTBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
 
-    command = [sys.executable, "-m", "harness", "run", "smoke", "--out"]
+    command = [sys.executable, "-m", "trustbench", "run", "smoke", "--out"]
     assert not run_until(command + [str(tmp_path / "whole")], env("whole"), None, 0)
     killed_env = env("killed")
     kills = sum(run_until(command + [str(tmp_path / "killed")], killed_env, marker, delay)

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import json, os, sys
 from pathlib import Path
-from harness import zoo
-from harness.config import TrainConfig
-from harness.train import cached_checkpoint, finetune
+from trustbench.harness import zoo
+from trustbench.harness.config import TrainConfig
+from trustbench.harness.train import cached_checkpoint, finetune
 items = ["box", "stone", "chair", "lamp", "shoe"]
 pairs = [(f"The {items[i % 5]} weighs {i} kg. The {items[(i + 2) % 5]} weighs {100 - i} kg. Which is heaviest?",
           f" {items[i % 5] if i > 50 else items[(i + 2) % 5]}") for i in range(96)]

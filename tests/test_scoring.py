@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from harness.errors import UserError
-from harness.scoring import choice_context, letter_prompt, letter_token_ids, predictions_frame, score, training_pair
-from harness.types import Example
+from trustbench.harness.errors import UserError
+from trustbench.harness.scoring import choice_context, letter_prompt, letter_token_ids, predictions_frame, score, training_pair
+from trustbench.harness.types import Example
 
 EXAMPLE = Example(id="x-1", prompt="Which is heaviest?", choices=("feather", "brick", "leaf"), gold=1)
 

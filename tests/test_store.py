@@ -1,14 +1,18 @@
 """The run directory model: the manifest round trip, the cells a run expects, names that become files."""
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
-from harness.registry import Registry
-from harness.store import SCHEMA, Manifest, RunDir, check_name, parse_manifest
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import Registry
+from trustbench.harness.store import SCHEMA, Manifest, RunDir, check_name, parse_manifest
 from synthetic_runs import manifest_dict
 
 TASKS = {"a": {"domain": "id", "sizes": {"train": 4, "val": 2, "test": 3}},
@@ -85,3 +89,33 @@ def test_a_registry_suggests_and_refuses_a_second_object_under_one_name():
     with pytest.raises(UserError, match="unknown widget 'rond': did you mean 'round'\\? use one of round"):
         registry.get("rond")
     assert "round" in registry and list(registry) == ["round"]
+
+
+def test_a_schema_2_manifest_names_the_recipes_under_trustbench():
+    """Schema 2 (before one import root) stored a built-in recipe as `baselines.kd`; a plugin's module stays."""
+    old = manifest_dict(TASKS, {"kd": {"module": "baselines.kd"}, "mine": {"module": "my_methods"},
+                                "elad": {"module": "baselines.elad"}, "teacher": {}})
+    old["schema_version"] = 2
+    migrated = parse_manifest(old)
+    assert migrated.schema_version == SCHEMA == 3
+    assert {name: entry.module for name, entry in migrated.methods.items()} == {
+        "kd": "trustbench.baselines.kd", "mine": "my_methods", "elad": "trustbench.baselines.elad", "teacher": None}
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "schema2_smoke"
+
+
+def test_a_run_written_with_schema_2_rebuilds_byte_identically(tmp_path):
+    """A smoke run written by trustbench at f98766b (schema 2, before one import root), reported by today's code:
+    every file (tables, leaderboards, figures, report.html) is byte for byte what the schema-2 code wrote (their
+    sha256 stored beside the run); the stored run itself is not touched."""
+    before = {p: p.read_bytes() for p in FIXTURE.rglob("*") if p.is_file()}
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "trustbench", "report", str(FIXTURE), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = {f"./{p.relative_to(out)}": hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(out.rglob("*")) if p.is_file()}
+    stored = dict(reversed(line.split()) for line in FIXTURE.with_suffix(".report.sha256").read_text().splitlines())
+    assert len(stored) == 96 and written == stored
+    assert {p: p.read_bytes() for p in FIXTURE.rglob("*") if p.is_file()} == before

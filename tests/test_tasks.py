@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tasks
-from harness.errors import UserError
-from harness.types import Example, TaskCard
-from tasks import bigbench, jsonl, synthetic
+from trustbench import tasks
+from trustbench.harness.errors import UserError
+from trustbench.harness.types import Example, TaskCard
+from trustbench.tasks import bigbench, jsonl, synthetic
 
 
 @pytest.fixture(autouse=True)

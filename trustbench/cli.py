@@ -1,4 +1,4 @@
-"""The `trustbench` command (also `python -m harness`)."""
+"""The `trustbench` command (also `python -m trustbench`)."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from harness.errors import UserError
+from trustbench.harness.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Score accuracy and calibration of distilled language models, in and out of domain.")
@@ -52,8 +52,8 @@ def run(
     backend: Optional[Backend] = typer.Option(None, help="inference engine [default: the suite's]"),
 ) -> None:
     """Train or load every method's student, score it on every task, and write the report."""
-    from harness.config import load_suite, override
-    from harness.runner import run_suite
+    from trustbench.harness.config import load_suite, override
+    from trustbench.runner import run_suite
 
     config = override(load_suite(suite), methods=_names(methods), tasks=_names(tasks), seeds=_seeds(seeds),
                       backend=backend.value if backend else None)
@@ -71,8 +71,8 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="run directory [default: runs/eval-<model>]"),
 ) -> None:
     """Score one model on some tasks' test splits (no training)."""
-    from harness.config import parse_suite
-    from harness.runner import run_suite
+    from trustbench.harness.config import parse_suite
+    from trustbench.runner import run_suite
 
     label = Path(model).name or model
     suite = parse_suite({"name": f"eval-{label}", "teacher": model, "student": model, "tasks": _names(tasks),
@@ -96,7 +96,7 @@ def report(
 
     No model and no GPU are needed. Rows are ranked by the Brier score averaged over the ID and OOD averages.
     """
-    from reports import build_report
+    from trustbench.reports import build_report
 
     typer.echo(f"report: {build_report(run_dirs, out=out, reference=reference)}")
 
@@ -123,8 +123,8 @@ def figures(
     Reliability diagrams per method x task, the reliability grid, accuracy vs ECE, the ID -> OOD change, and
     every figure a method registers (e.g. FIRST's ECE(c) and top-k mass). No model and no GPU are needed.
     """
-    from reports.figures import write_figures
-    from reports.results import compute_results
+    from trustbench.reports.figures import write_figures
+    from trustbench.reports.results import compute_results
 
     formats = _formats(fmt)
     paths = write_figures(run_dir, compute_results(run_dir), formats=formats)
@@ -151,7 +151,7 @@ def gate(
     exceeds its tolerance. The runs must share the suite settings (suite hash), the scoring mode and the test
     examples of every gated task; otherwise the reason is printed and the exit code is 2.
     """
-    from reports.gate import NOT_COMPARABLE, compare_runs, format_gate, parse_method_pairs
+    from trustbench.reports.gate import NOT_COMPARABLE, compare_runs, format_gate, parse_method_pairs
 
     result = compare_runs(baseline, candidate, max_acc_drop=max_acc_drop, max_ece_rise=max_ece_rise, alpha=alpha,
                           n_boot=n_boot, seed=seed, methods=parse_method_pairs(methods))
@@ -166,7 +166,7 @@ def gate(
 def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | suites")) -> None:
     """List what trustbench knows about."""
     if what is Listing.tasks:
-        import tasks as registry
+        import trustbench.tasks as registry
 
         cards = registry.all_cards().values()
         missing = {card.name: registry.missing_data(card) for card in cards}
@@ -178,15 +178,15 @@ def list_(what: Listing = typer.Argument(..., help="tasks | methods | models | s
         for note in sorted({m for m in missing.values() if m}):
             typer.echo(f"\n(*) {note}")
     elif what is Listing.methods:
-        import baselines
+        from trustbench import baselines
 
         _table(["name", "description"], [[name, _first_line(cls)] for name, cls in sorted(baselines.available().items())])
     elif what is Listing.models:
-        from harness.zoo import MODELS
+        from trustbench.harness.zoo import MODELS
 
         _table(["name", "description"], [[k, v] for k, v in MODELS.items()])
     else:
-        from harness.config import builtin_suites, load_suite
+        from trustbench.harness.config import builtin_suites, load_suite
 
         _table(["name", "description"], [[name, load_suite(name).description] for name in builtin_suites()])
 
