@@ -553,8 +553,10 @@ def settings_of(record: dict) -> dict:
 
 
 def paired_gain(mine: dict[int, dict], base: dict[int, dict], seeds: list[int], n_boot: int = 1000) -> dict:
-    """Macro-F1 and accuracy of `mine`'s labels minus `base`'s, mean over `seeds`, with a paired bootstrap."""
+    """Macro-F1 and accuracy of `mine`'s labels minus `base`'s, mean over `seeds`, with a paired bootstrap (each
+    seed's examples drawn on their own, both teachers' labels of an example together)."""
     from trustbench.harness.metrics import _macro_f1_rows
+    from trustbench.harness.statistics import percentile_interval, resample_indices
 
     rng = np.random.default_rng(0)
     draws = {"f1": np.zeros(n_boot), "acc": np.zeros(n_boot)}
@@ -565,15 +567,14 @@ def paired_gain(mine: dict[int, dict], base: dict[int, dict], seeds: list[int], 
         gold, a, b = (np.array([-1 if v is None else v for v in column]) for column in zip(*items))
         gaps = {"f1": lambda i: _macro_f1_rows(a[i], gold[i]) - _macro_f1_rows(b[i], gold[i]),
                 "acc": lambda i: (a[i] == gold[i]).mean(axis=1) - (b[i] == gold[i]).mean(axis=1)}
-        resampled = rng.integers(0, len(gold), size=(n_boot, len(gold)))
+        resampled = resample_indices(rng, len(gold), n_boot)
         for key, gap in gaps.items():
             point[key] += gap(np.arange(len(gold))[None])[0] / len(seeds)
             draws[key] += gap(resampled) / len(seeds)
     out = {}
     for key in ("f1", "acc"):
-        lo, hi = np.percentile(draws[key], [2.5, 97.5])
-        out.update({f"{key}_gain": float(point[key]), f"{key}_gain_lo": float(min(lo, point[key])),
-                    f"{key}_gain_hi": float(max(hi, point[key]))})
+        out[f"{key}_gain"] = float(point[key])
+        out[f"{key}_gain_lo"], out[f"{key}_gain_hi"] = percentile_interval(point[key], draws[key])
     return out
 
 

@@ -627,13 +627,14 @@ def round_students(view: RunView) -> dict[str, dict[int, str]]:
 def claims_table(view: RunView):
     """The poster's claims, round by round at equal budget: for each pair of `claim_pairs`, round and domain, the
     paired difference variant - against in accuracy and ECE (fractions) with its 95% interval from the bootstrap
-    over test examples and seeds (`harness.intervals`, the comparison's), both students' teacher tokens, and
-    whether either student is at chance there (`_at_chance`). `finding` is an interval that excludes 0 between
+    over test examples and seeds (`harness.statistics`, the comparison's), both students' teacher tokens, and
+    whether either student is at chance there (`cell_at_chance`: its accuracy's lower bound over examples and seeds
+    does not clear the majority rate, the leaderboard's mark). `finding` is an interval that excludes 0 between
     students that are not at chance: a difference between students at chance is noise, not evidence for or against
     the claim."""
     import pandas as pd
 
-    from trustbench.harness.intervals import interval
+    from trustbench.harness.statistics import cell_at_chance, interval, majority_rates
 
     pairs = claim_pairs({name: r["settings"] for name, r in view.records("elad").items()})
     rounds = round_students(view)
@@ -656,7 +657,7 @@ def claims_table(view: RunView):
                                & set(scope.loc[scope["method"] == theirs, "task"]))
                 if not tasks:
                     continue
-                chance = any(_at_chance(draws, scope, m, tasks) for m in (mine, theirs))
+                chance = any(cell_at_chance(draws, m, tasks, majority_rates(scope, m)) for m in (mine, theirs))
                 for metric in ("acc", "ece"):
                     (a, a_values), (b, b_values) = (draws.average(m, tasks, metric) for m in (mine, theirs))
                     lo, hi = interval(a - b, a_values - b_values)
@@ -669,24 +670,10 @@ def claims_table(view: RunView):
     return pd.DataFrame(rows)
 
 
-def _at_chance(draws, results, method: str, tasks: list[str]) -> bool:
-    """Whether `method`'s accuracy on any of `tasks`, pooled over seeds, has a 95% lower bound at or below the task's
-    majority rate: the leaderboard's mark (a per-seed row of 150 questions is at chance more often than the cell)."""
-    from trustbench.harness.intervals import interval
-
-    for task in tasks:
-        rows = results[(results["method"] == method) & (results["task"] == task)]
-        if "majority" in rows and rows["majority"].notna().any():
-            low, _ = interval(*draws.average(method, [task], "acc"))
-            if low <= rows["majority"].max():
-                return True
-    return False
-
-
 def _round_draws(view: RunView, names: set[str]):
     """The results rows of the students `names` and their bootstrap over test examples and seeds (the
     comparison's resamples, so a band or a difference here means what it means in the report)."""
-    from trustbench.harness.intervals import bootstrap
+    from trustbench.harness.statistics import bootstrap
     from trustbench.harness.store import read_cell
 
     results = view.results[view.results["method"].isin(names)]
@@ -701,7 +688,7 @@ def budget_bands(view: RunView):
     say little, and nothing of the test set's size)."""
     import pandas as pd
 
-    from trustbench.harness.intervals import interval
+    from trustbench.harness.statistics import interval
 
     curves = budget_curves(view)
     curves = curves[curves["domain"] == "id"] if not curves.empty else curves

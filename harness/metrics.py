@@ -1,4 +1,4 @@
-"""Accuracy and calibration metrics over per-example predictions, with seeded bootstrap intervals.
+"""Accuracy and calibration metrics over per-example predictions (their intervals: `harness.statistics`).
 
 Every metric is a pure function of numpy-like inputs (no model, no files). `confidence` is the probability the
 model gave to its own prediction, `correct` whether that prediction was right, `probs` one probability vector per
@@ -13,7 +13,6 @@ The binned metrics (`ece`, `mce`, `reliability_table`) place bins exactly like n
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,8 +26,6 @@ METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap", "ma
 
 _EPS = np.finfo(np.float64).eps
 _NLL_FLOOR = 1e-12
-# Bootstrap work is done on blocks of resamples holding about this many (resample, example) cells.
-_BLOCK_CELLS = 1 << 19
 
 
 # --------------------------------------------------------------------------------------------- input checks
@@ -403,55 +400,3 @@ def _block_metrics(cols: Columns, index: np.ndarray, bins: int, equal_mass: bool
         "macro_f1": (np.full(len(index), np.nan) if cols.pred is None
                      else _macro_f1_rows(cols.pred[index], cols.gold[index])),
     }
-
-
-def summarize(
-    predictions: pd.DataFrame,
-    bins: int = 10,
-    equal_mass: bool = False,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> dict:
-    """Every metric in METRICS with a (1 - alpha) percentile-bootstrap interval.
-
-    `predictions` has columns `gold`, `pred`, `confidence`, `probs` (ragged allowed) and `correct`.
-    Returns `{"n": n, "acc": .., "acc_lo": .., "acc_hi": .., ...}`. The bootstrap resamples example indices
-    with `numpy.random.default_rng(seed)` (one draw of n indices per resample, the same resamples for every
-    metric); resamples where a metric is undefined (AUROC with one class) are left out of its interval.
-    The interval is the alpha/2 and 1 - alpha/2 percentiles of the resampled values, widened when needed to
-    contain the point estimate: ECE and MCE are biased upwards, and for a well-calibrated model at small n the
-    whole bootstrap distribution can lie above the point value. With `n_boot=0` the bounds are NaN.
-    Deterministic for a given seed.
-    """
-    bins = _check_bins(bins)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise UserError(f"n_boot must be a non-negative integer, got {n_boot!r}: use e.g. n_boot=1000")
-    if not 0 < alpha < 1:
-        raise UserError(f"alpha must be in (0, 1), got {alpha!r}: use alpha=0.05 for 95% intervals")
-    cols = _columns(predictions)
-    n = cols.conf.size
-    point = _block_metrics(cols, np.arange(n)[None], bins, bool(equal_mass))
-    out: dict = {"n": int(n)}
-
-    draws = {m: np.empty(int(n_boot)) for m in METRICS}
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_CELLS // (n * (bins if equal_mass else 1)))
-    for lo in range(0, int(n_boot), block):
-        rows = min(block, int(n_boot) - lo)
-        idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
-        got = _block_metrics(cols, idx, bins, bool(equal_mass))
-        for m in METRICS:
-            draws[m][lo : lo + rows] = got[m]
-
-    for m in METRICS:
-        out[m] = float(point[m][0])
-        finite = draws[m][~np.isnan(draws[m])]
-        if finite.size:
-            q_lo, q_hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            if not math.isnan(out[m]):  # biased metrics (ECE, MCE) can have the whole bootstrap above the point
-                q_lo, q_hi = min(q_lo, out[m]), max(q_hi, out[m])
-            out[f"{m}_lo"], out[f"{m}_hi"] = float(q_lo), float(q_hi)
-        else:
-            out[f"{m}_lo"] = out[f"{m}_hi"] = math.nan
-    return out

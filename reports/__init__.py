@@ -102,7 +102,7 @@ def build_report(run_dirs, out: str | Path | None = None, reference: str | None 
     from trustbench.reports.compare import compare_to
     from trustbench.reports.costs import cost_table
     from trustbench.reports.html import render_html
-    from trustbench.harness.intervals import bootstrap
+    from trustbench.harness.statistics import bootstrap
     from trustbench.reports.leaderboard import leaderboard_frame, render_csv, render_latex, render_markdown
     from trustbench.reports.merge import load_runs
     from trustbench.reports.tables import method_tables, table_csv

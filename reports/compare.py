@@ -2,7 +2,7 @@
 
 For every method, domain (ID average, OOD average, and both together: the mean over all tasks) and metric (accuracy,
 ECE, macro-F1 where the tasks are classifications), the difference method - reference over the tasks both scored,
-with a 95% interval from the paired bootstrap over test examples and seeds of `harness.intervals` (the same
+with a 95% interval from the paired bootstrap over test examples and seeds of `harness.statistics` (the same
 resamples for both methods, as the gate pairs them).
 It is given absolute (points) and relative (% of the reference), because papers quote both ("+2.3% accuracy,
 -10% ECE") without always saying which. Raw methods only: `+ts` rows are post-hoc and not what a distillation
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trustbench.harness.calibration import TS_SUFFIX
-from trustbench.harness.intervals import Draws, interval
+from trustbench.harness.statistics import Draws, interval
 
 DOMAINS = {"ID": ("id",), "OOD": ("ood",), "ID+OOD": ("id", "ood")}
 METRICS = ("acc", "ece", "macro_f1")

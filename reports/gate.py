@@ -33,13 +33,13 @@ from typing import Sequence
 import numpy as np
 
 from trustbench.harness.errors import UserError
-from trustbench.harness.metrics import _ece_mce_rows, accuracy, ece  # the row kernel is what `ece` runs, vectorised
+from trustbench.harness.metrics import accuracy, ece
+from trustbench.harness.statistics import lower_bound, paired_bootstrap
 from trustbench.harness.store import Manifest, RunDir, read_cell
 
 DEFAULTS = {"max_acc_drop": 0.01, "max_ece_rise": 0.01, "alpha": 0.05, "n_boot": 2000, "seed": 0}
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
 _TIE = 1e-12  # a bound equal to the tolerance (up to float noise) is not beyond it
-_BLOCK_CELLS = 1 << 19  # resampled (row, example) cells per block, as in harness.metrics.summarize
 
 
 class NotComparable(Exception):
@@ -268,8 +268,8 @@ def _gate_cell(base_method, cand_method, task, base_files, cand_files, metrics, 
     rng = bootstrap_rng(settings["seed"], base_method, cand_method, task)
     d_acc, d_ece = paired_bootstrap(base_conf, base_corr, cand_conf, cand_corr, bins, equal_mass,
                                     settings["n_boot"], rng)
-    acc_drop_lb = float(np.quantile(-d_acc, settings["alpha"]))
-    ece_rise_lb = float(np.quantile(d_ece, settings["alpha"]))
+    acc_drop_lb = lower_bound(-d_acc, settings["alpha"])
+    ece_rise_lb = lower_bound(d_ece, settings["alpha"])
     return GateRow(base_method, cand_method, task, seeds, int(base_conf.shape[1]), acc_base, acc_cand, ece_base,
                    ece_cand, acc_drop_lb, ece_rise_lb,
                    acc_regression=acc_drop_lb > settings["max_acc_drop"] + _TIE,
@@ -300,26 +300,6 @@ def _aligned(base: list, cand: list, where: str) -> tuple[np.ndarray, np.ndarray
 def bootstrap_rng(seed: int, base_method: str, cand_method: str, task: str) -> np.random.Generator:
     """The cell's own generator: its bounds do not depend on which other cells the runs hold."""
     return np.random.default_rng([int(seed), zlib.crc32(f"{base_method}|{cand_method}|{task}".encode())])
-
-
-def paired_bootstrap(base_conf, base_corr, cand_conf, cand_corr, bins: int, equal_mass: bool, n_boot: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled (acc_cand - acc_base, ece_cand - ece_base), each averaged over seeds; shape (n_boot,) each.
-
-    Inputs are (seeds, n) arrays aligned by example. Each resample is one draw of n example indices
-    (`rng.integers(0, n, n)`), applied to both runs and to every seed.
-    """
-    seeds, n = np.shape(base_conf)
-    d_acc, d_ece = np.zeros(n_boot), np.zeros(n_boot)
-    block = max(1, _BLOCK_CELLS // (n * (bins if equal_mass else 1)))
-    for lo in range(0, n_boot, block):
-        rows = min(block, n_boot - lo)
-        idx = np.stack([rng.integers(0, n, size=n) for _ in range(rows)])
-        for s in range(seeds):
-            d_acc[lo:lo + rows] += cand_corr[s][idx].mean(axis=1) - base_corr[s][idx].mean(axis=1)
-            d_ece[lo:lo + rows] += (_ece_mce_rows(cand_conf[s][idx], cand_corr[s][idx], bins, equal_mass)[0]
-                                    - _ece_mce_rows(base_conf[s][idx], base_corr[s][idx], bins, equal_mass)[0])
-    return d_acc / seeds, d_ece / seeds
 
 
 # ----------------------------------------------------------------------------------------------- output

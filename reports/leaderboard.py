@@ -3,7 +3,7 @@
 `leaderboard_frame` is the one place the numbers are computed: a tidy table (one row per method x column x
 metric). Markdown, CSV and LaTeX (here) and HTML (`reports.html`) are small pure renderers of that frame.
 
-Intervals come from `harness.intervals`: a bootstrap over test examples and seeds whose resamples every method
+Intervals come from `harness.statistics`: a bootstrap over test examples and seeds whose resamples every method
 shares, so a difference between two rows is paired, and ID and OOD averages are resampled as averages.
 
 Cells that carry no signal are marked: `MARKS["at_chance"]` where the accuracy's 95% lower bound does not clear
@@ -23,7 +23,7 @@ import math
 import pandas as pd
 
 from trustbench.harness.calibration import TS_SUFFIX
-from trustbench.harness.intervals import Draws, interval
+from trustbench.harness.statistics import Draws, at_chance, collapsed, interval
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),
@@ -62,8 +62,8 @@ def _flags(rows: pd.DataFrame, acc_lo: float) -> dict:
     collapsed by the mean share of the most frequent prediction, oracle when any seed's row is one."""
     if rows.empty or "majority" not in rows:
         return {"at_chance": False, "collapsed": False, "oracle": False}
-    return {"at_chance": bool(acc_lo <= rows["majority"].max()) if math.isfinite(acc_lo) else False,
-            "collapsed": bool(rows["top_share"].mean() >= 0.9),
+    return {"at_chance": at_chance(acc_lo, rows["majority"].max()) if math.isfinite(acc_lo) else False,
+            "collapsed": collapsed(rows["top_share"].mean()),
             "oracle": bool(rows["oracle"].any())}
 
 

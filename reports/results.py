@@ -15,7 +15,8 @@ import pandas as pd
 
 from trustbench.harness.calibration import OPEN_ANSWER, TS_SUFFIX, apply_temperature, fit_temperature
 from trustbench.harness.errors import UserError
-from trustbench.harness.metrics import METRICS, most_frequent_share, summarize
+from trustbench.harness.metrics import METRICS, most_frequent_share
+from trustbench.harness.statistics import at_chance, collapsed, summarize
 from trustbench.harness.store import Manifest, RunDir, read_cell
 
 ID_COLUMNS = ("suite", "method", "task", "domain", "seed", "n")
@@ -25,7 +26,6 @@ COLUMNS = (
     + ("temperature", "config_hash", "n_unparsed")
     + ("majority", "top_share", "at_chance", "collapsed", "oracle")
 )
-COLLAPSE_SHARE = 0.9  # a cell whose most frequent prediction is this share or more is collapsed
 
 __all__ = ["COLUMNS", "METRICS", "TS_SUFFIX", "bootstrap_seed", "compute_results", "fit_temperatures"]
 
@@ -65,14 +65,14 @@ def _row(manifest: Manifest, path, method, task, domain, seed, frame, temperatur
 def diagnostics(frame: pd.DataFrame, acc: float, acc_lo: float) -> dict:
     """Chance and collapse: the task's majority rate (of the gold answers scored), the share of the most frequent
     prediction, whether the accuracy's 95% lower bound fails to clear the majority rate (`at_chance`), whether
-    the predictions are `COLLAPSE_SHARE` or more one answer (`collapsed`), and whether the row is an oracle
-    reference (a prior taken from the scored split itself)."""
+    the predictions are mostly one answer (`collapsed`; the rules are `harness.statistics`'), and whether the row
+    is an oracle reference (a prior taken from the scored split itself)."""
     open_answer = OPEN_ANSWER in frame
     majority = most_frequent_share(frame[OPEN_ANSWER] if open_answer else frame["gold"])
     top_share = most_frequent_share(frame["answer"] if open_answer else frame["pred"])
     lower = acc if math.isnan(acc_lo) else acc_lo
-    return {"majority": majority, "top_share": top_share, "at_chance": bool(lower <= majority),
-            "collapsed": bool(top_share >= COLLAPSE_SHARE),
+    return {"majority": majority, "top_share": top_share, "at_chance": at_chance(lower, majority),
+            "collapsed": collapsed(top_share),
             "oracle": bool(frame["oracle"].any()) if "oracle" in frame else False}
 
 

@@ -64,9 +64,9 @@ def write_run(root: Path, manifest: dict, methods: dict, tasks: dict, seeds, rng
 
 
 def point_draws(results: pd.DataFrame):
-    """`harness.intervals.Draws` holding only each (method, task)'s mean over seeds (no spread): for leaderboard
+    """`harness.statistics.Draws` holding only each (method, task)'s mean over seeds (no spread): for leaderboard
     tests that check ranking and layout, not intervals."""
-    from trustbench.harness.intervals import METRICS, Draws
+    from trustbench.harness.statistics import CELL_METRICS as METRICS, Draws
 
     point, values = {}, {}
     for (method, task), rows in results.groupby(["method", "task"]):

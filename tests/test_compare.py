@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from trustbench.reports.compare import compare_to
-from trustbench.harness.intervals import Draws
+from trustbench.harness.statistics import Draws
 
 # acc by (method, task); ECE is 1 - acc so both metrics are checked with one table
 ACC = {("finetune", "a"): 0.50, ("finetune", "b"): 0.40, ("finetune", "c"): 0.30,

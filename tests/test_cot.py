@@ -12,7 +12,7 @@ from trustbench import tasks
 from trustbench.harness.calibration import apply_temperature
 from trustbench.harness.engines import LOCAL, Generation, Usage
 from trustbench.harness.errors import UserError
-from trustbench.harness.metrics import summarize
+from trustbench.harness.statistics import summarize
 from trustbench.harness.scoring import CotFormat, LetterFormat, parse_number
 from trustbench.harness.types import Example, TaskCard
 from trustbench.tasks.reasoning_gym import running_sum

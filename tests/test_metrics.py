@@ -9,6 +9,7 @@ import pytest
 
 from trustbench.harness import metrics as M
 from trustbench.harness.errors import UserError
+from trustbench.harness.statistics import summarize
 
 # ------------------------------------------------------------------------------------ hand-computed tables
 
@@ -270,7 +271,7 @@ def test_macro_f1_is_nan_for_open_answers():
     frame = pd.DataFrame({"example_id": ["a", "b"], "gold": [0, 1], "pred": [0, 0], "confidence": [0.9, 0.6],
                           "probs": [[0.9, 0.1], [0.6, 0.4]], "correct": [True, False], "answer": ["3", "4"],
                           "gold_answer": ["3", "5"]})
-    out = M.summarize(frame, n_boot=10)
+    out = summarize(frame, n_boot=10)
     assert math.isnan(out["macro_f1"]) and math.isnan(out["macro_f1_lo"])
     assert out["acc"] == 0.5
 
@@ -335,7 +336,7 @@ def _frame(n, seed=0, calibrated=False):
 
 def test_summarize_keys_and_point_estimates():
     df = _frame(400, seed=3)
-    out = M.summarize(df, n_boot=200, seed=1)
+    out = summarize(df, n_boot=200, seed=1)
     assert set(out) == {"n"} | {f"{m}{s}" for m in M.METRICS for s in ("", "_lo", "_hi")}
     assert out["n"] == 400
     conf, correct = df["confidence"].to_numpy(), df["correct"].to_numpy()
@@ -353,7 +354,7 @@ def test_summarize_keys_and_point_estimates():
     for m, v in expected.items():
         assert out[m] == pytest.approx(v, abs=1e-12), m
         assert out[f"{m}_lo"] < out[f"{m}_hi"], m
-    em = M.summarize(df, equal_mass=True, bins=15, n_boot=0)
+    em = summarize(df, equal_mass=True, bins=15, n_boot=0)
     assert em["ece"] == pytest.approx(M.ece(conf, correct, bins=15, equal_mass=True), abs=1e-12)
     assert all(math.isnan(em[f"{m}_lo"]) and math.isnan(em[f"{m}_hi"]) for m in M.METRICS)
 
@@ -361,9 +362,9 @@ def test_summarize_keys_and_point_estimates():
 @pytest.mark.parametrize("equal_mass", [False, True])
 def test_bootstrap_is_deterministic_for_a_seed(equal_mass):
     df = _frame(300, seed=4)
-    a = M.summarize(df, n_boot=300, seed=7, equal_mass=equal_mass)
-    b = M.summarize(df, n_boot=300, seed=7, equal_mass=equal_mass)
-    c = M.summarize(df, n_boot=300, seed=8, equal_mass=equal_mass)
+    a = summarize(df, n_boot=300, seed=7, equal_mass=equal_mass)
+    b = summarize(df, n_boot=300, seed=7, equal_mass=equal_mass)
+    c = summarize(df, n_boot=300, seed=8, equal_mass=equal_mass)
     assert a == b
     assert all(a[k] == c[k] for k in ("n", "acc", "ece", "brier"))  # points do not depend on the seed
     assert [a[f"{m}_lo"] for m in M.METRICS] != [c[f"{m}_lo"] for m in M.METRICS]
@@ -373,7 +374,7 @@ def test_bootstrap_intervals_match_a_plain_loop():
     """The vectorised bootstrap equals resampling the frame and calling the public metrics one by one."""
     df = _frame(60, seed=5)
     n_boot, seed = 40, 3
-    out = M.summarize(df, n_boot=n_boot, seed=seed, equal_mass=True, bins=4)
+    out = summarize(df, n_boot=n_boot, seed=seed, equal_mass=True, bins=4)
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in M.METRICS}
     for _ in range(n_boot):
@@ -399,15 +400,15 @@ def test_bootstrap_contains_point_estimate():
     # estimate in a fair share of these cases; the reported interval must still contain it.
     for seed in range(12):
         for n in (30, 120):
-            out = M.summarize(_frame(n, seed=seed, calibrated=True), n_boot=200, seed=seed)
+            out = summarize(_frame(n, seed=seed, calibrated=True), n_boot=200, seed=seed)
             for m in M.METRICS:
                 if not math.isnan(out[m]):
                     assert out[f"{m}_lo"] <= out[m] <= out[f"{m}_hi"], (seed, n, m)
 
 
 def test_bootstrap_narrows_as_n_grows():
-    small = M.summarize(_frame(100, seed=6), n_boot=300, seed=0)
-    large = M.summarize(_frame(2000, seed=6), n_boot=300, seed=0)
+    small = summarize(_frame(100, seed=6), n_boot=300, seed=0)
+    large = summarize(_frame(2000, seed=6), n_boot=300, seed=0)
     for m in M.METRICS:
         w_small, w_large = small[f"{m}_hi"] - small[f"{m}_lo"], large[f"{m}_hi"] - large[f"{m}_lo"]
         assert w_large < 0.6 * w_small, m  # ~ 1/sqrt(20) = 0.22 expected for smooth metrics
@@ -416,7 +417,7 @@ def test_bootstrap_narrows_as_n_grows():
 def test_bootstrap_skips_resamples_where_auroc_is_undefined():
     df = _frame(8, seed=2)
     df["correct"] = [True] * 7 + [False]  # many resamples hold no wrong answer
-    out = M.summarize(df, n_boot=200, seed=0)
+    out = summarize(df, n_boot=200, seed=0)
     assert math.isfinite(out["auroc_lo"]) and math.isfinite(out["auroc_hi"])
 
 
@@ -445,7 +446,7 @@ def _broken(kind):
 def test_summarize_user_errors(kind):
     df, needle = _broken(kind)
     with pytest.raises(UserError) as err:
-        M.summarize(df, n_boot=10)
+        summarize(df, n_boot=10)
     message = str(err.value)
     assert needle in message
     assert "\n" not in message and ":" in message  # one line: what is wrong, then how to fix it
@@ -463,8 +464,8 @@ def test_summarize_user_errors(kind):
         lambda: M.brier([[0.5, 0.5]], [2]),
         lambda: M.nll([[0.5, 0.5], [1.0]], [0]),
         lambda: M.nll([[]], [0]),
-        lambda: M.summarize(_frame(5), n_boot=-1),
-        lambda: M.summarize(_frame(5), alpha=1.5),
+        lambda: summarize(_frame(5), n_boot=-1),
+        lambda: summarize(_frame(5), alpha=1.5),
     ],
 )
 def test_metric_user_errors(call):

@@ -8,7 +8,7 @@ import pytest
 
 from trustbench.baselines.prior import Prior
 from trustbench.harness.config import MethodSpec
-from trustbench.harness.metrics import summarize
+from trustbench.harness.statistics import summarize
 from trustbench.harness.scoring import LetterFormat
 from trustbench.harness.types import Example, Splits, Task, TaskCard
 

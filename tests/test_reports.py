@@ -11,7 +11,7 @@ import pytest
 
 from trustbench.harness.errors import UserError
 from trustbench.reports import build_report
-from trustbench.harness.intervals import _rng
+from trustbench.harness.statistics import _rng
 from trustbench.reports.leaderboard import leaderboard_frame, render_markdown
 from trustbench.reports.results import COLUMNS, compute_results
 from synthetic_runs import manifest_dict, point_draws, write_run
@@ -120,7 +120,7 @@ def test_leaderboard_shape_and_pinned_cell(built):
 
 
 def plain_interval(frames, task, seeds, n_boot):
-    """The accuracy interval of `harness.intervals`, resample by resample: n examples and len(seeds) seeds drawn
+    """The accuracy interval of `harness.statistics`, resample by resample: n examples and len(seeds) seeds drawn
     with replacement (the draws keyed by task and seeds), the mean over drawn seeds of the accuracy on drawn
     examples; the 2.5 and 97.5 percentiles, widened to hold the point."""
     n = len(frames[0])

@@ -1,5 +1,6 @@
-"""The example x seed bootstrap of the leaderboard and the comparison, against a plain loop; pairing; and the
-diagnostics (majority rate, collapse) every results row carries."""
+"""`harness.statistics`: the example x seed bootstrap of the leaderboard and the comparison, against a plain loop;
+pairing; the diagnostics (majority rate, collapse) every results row carries; and the shared pieces (the
+percentile interval, the draws, the chance rules) that every report, the gate and the method tables use."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 
 from trustbench.harness import metrics as M
-from trustbench.harness.intervals import METRICS, _rng, bootstrap, interval
+from trustbench.harness import statistics as S
+from trustbench.harness.statistics import CELL_METRICS as METRICS, _rng, bootstrap, interval
 from trustbench.reports.results import diagnostics
 from synthetic_runs import synthetic_predictions
 
@@ -90,3 +92,56 @@ def test_diagnostics_of_open_answers_count_answers_not_correctness():
     got = diagnostics(frame, acc=1 / 3, acc_lo=0.0)
     assert got["majority"] == pytest.approx(1 / 3) and got["top_share"] == pytest.approx(2 / 3)
     assert got["at_chance"] and not got["collapsed"] and got["oracle"]
+
+
+# ---------------------------------------------------------------------------------------------- the shared pieces
+
+
+@pytest.mark.parametrize("point, values, expected", [
+    (0.5, [0.4, 0.5, 0.6], (0.405, 0.595)),              # the 2.5 and 97.5 percentiles
+    (0.9, [0.4, 0.5, 0.6], (0.405, 0.9)),                # widened to contain the point (a biased ECE)
+    (0.1, [0.4, 0.5, 0.6], (0.1, 0.595)),
+    (float("nan"), [0.4, 0.5, 0.6], (0.405, 0.595)),     # no point: not widened
+    (0.5, [0.4, float("nan"), 0.6], (0.405, 0.595)),     # an undefined resample (AUROC of one class) is left out
+    (0.5, [float("nan")] * 3, (float("nan"), float("nan"))),
+])
+def test_percentile_interval(point, values, expected):
+    got = S.percentile_interval(point, np.array(values))
+    assert np.allclose(got, expected, equal_nan=True)
+
+
+def test_interval_of_an_undefined_point_is_undefined():
+    assert np.isnan(S.interval(float("nan"), np.array([0.4, 0.5]))).all()
+    assert S.interval(0.5, np.array([0.4, 0.6])) == S.percentile_interval(0.5, np.array([0.4, 0.6]))
+
+
+@pytest.mark.parametrize("lower, majority, expected", [(0.30, 0.25, False), (0.25, 0.25, True), (0.2, 0.25, True)])
+def test_at_chance_is_a_lower_bound_that_does_not_clear_the_majority_rate(lower, majority, expected):
+    assert S.at_chance(lower, majority) is expected
+
+
+@pytest.mark.parametrize("share, expected", [(0.89, False), (0.9, True), (1.0, True)])
+def test_collapsed_is_nine_answers_in_ten(share, expected):
+    assert S.collapsed(share) is expected
+
+
+def test_draws_do_not_depend_on_the_block_size(monkeypatch):
+    whole = np.concatenate([idx for _, idx in S.resample_blocks(np.random.default_rng(3), 50, 40)])
+    monkeypatch.setattr(S, "BLOCK_CELLS", 50 * 7)  # 7 resamples a block
+    blocks = list(S.resample_blocks(np.random.default_rng(3), 50, 40))
+    assert [lo for lo, _ in blocks] == [0, 7, 14, 21, 28, 35]
+    assert np.array_equal(np.concatenate([idx for _, idx in blocks]), whole)
+    assert np.array_equal(whole, np.random.default_rng(3).integers(0, 50, size=(40, 50)))
+
+
+def test_a_cell_is_at_chance_pooled_over_seeds_not_seed_by_seed():
+    """Seed 0 alone is at chance (its lower bound 0.28 under the majority 0.3), the cell over both seeds is not."""
+    values = {("m", "t"): {"acc": np.linspace(0.32, 0.42, 101)}}
+    draws = S.Draws(point={("m", "t"): {"acc": 0.37}}, values=values, n_boot=101)
+    results = pd.DataFrame({"method": ["m", "m"], "task": ["t", "t"], "seed": [0, 1], "majority": [0.3, 0.3],
+                            "acc_lo": [0.28, 0.40]})
+    assert S.majority_rates(results, "m") == {"t": 0.3}
+    assert not S.cell_at_chance(draws, "m", ["t"], S.majority_rates(results, "m"))
+    assert results["acc_lo"].le(results["majority"]).any()  # the per-seed reading would have said "at chance"
+    assert S.cell_at_chance(draws, "m", ["t"], {"t": 0.33})
+    assert not S.cell_at_chance(draws, "m", ["t"], {})  # no majority rate: not judged
