@@ -543,7 +543,8 @@ def budget_curves(view: RunView):
 def budget_table(view: RunView):
     """Per ELAD variant: accuracy and ECE by round with the teacher budget (means over seeds), the area under the
     accuracy-budget curve (trapezoids over teacher tokens, divided by the budget range), and the budget at which
-    accuracy first reaches 90% of full-data distillation (`cot_distill`), when the run has it and it clears chance."""
+    accuracy first reaches 90% of full-data distillation (`cot_distill`), when the run has it and it clears chance
+    (`full_pool_targets`)."""
     import pandas as pd
 
     curves = budget_curves(view)
@@ -551,10 +552,7 @@ def budget_table(view: RunView):
         return None
     means = curves.groupby(["variant", "domain", "round"], as_index=False)[["teacher_tokens", "teacher_calls", "acc",
                                                                             "ece"]].mean()
-    full_rows = view.results[view.results["method"] == "cot_distill"]
-    distilled = full_rows.groupby("domain")["acc"].mean()
-    if "at_chance" in full_rows:  # a full-pool student at chance sets no target: 90% of noise is not a budget
-        distilled[full_rows.groupby("domain")["at_chance"].any()] = 0.0
+    distilled = full_pool_targets(view)
     rows = []
     for (variant, domain), part in means.groupby(["variant", "domain"]):
         part = part.sort_values("round")
@@ -568,6 +566,19 @@ def budget_table(view: RunView):
                      "teacher_tokens_by_round": " ".join(str(int(t)) for t in x), "acc_budget_area": area,
                      "tokens_to_90pct_full": int(reached["teacher_tokens"].iloc[0]) if len(reached) else None})
     return pd.DataFrame(rows)
+
+
+def full_pool_targets(view: RunView) -> dict[str, float]:
+    """Per domain, the accuracy of `cot_distill` (the student of the whole pool), mean over seeds; 0 where that
+    student is at chance on any of the domain's tasks, pooled over seeds as the leaderboard marks it (90% of noise
+    is not a budget)."""
+    from trustbench.harness.statistics import cell_at_chance, majority_rates
+
+    rows = view.results[view.results["method"] == "cot_distill"]
+    majority = majority_rates(rows, "cot_distill")
+    draws = _round_draws(view, {"cot_distill"})[1] if majority else None
+    return {domain: 0.0 if majority and cell_at_chance(draws, "cot_distill", sorted(set(part["task"])), majority)
+            else float(part["acc"].mean()) for domain, part in rows.groupby("domain")}
 
 
 @register_table("elad_main")

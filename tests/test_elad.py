@@ -352,9 +352,29 @@ def test_the_budget_table_integrates_accuracy_over_tokens_and_finds_the_90_perce
     assert ident.acc_budget_area == pytest.approx(0.405)
     assert ident.tokens_to_90pct_full == 500  # 90% of the full-pool 50% is 45%: first reached after 500 tokens
     assert pd.isna(table.loc["ood"].tokens_to_90pct_full)  # no full-pool student was scored OOD
-    view = synthetic_view()
-    view.results["at_chance"] = view.results["method"] == "cot_distill"
-    assert pd.isna(elad.budget_table(view).set_index("domain").loc["id"].tokens_to_90pct_full)  # no target at chance
+
+
+@pytest.mark.parametrize("right_by_seed, target", [
+    ((72, 120), 0.48),  # seed 0 alone is at chance (72 of 200 against a majority of 30%), the pooled cell is not
+    ((72, 50), 0.0),    # pooled over seeds too: a full-pool student at chance sets no target
+])
+def test_the_budget_target_is_at_chance_pooled_over_seeds_as_the_leaderboard_marks_it(tmp_path, right_by_seed,
+                                                                                      target):
+    view = claims_run(tmp_path)
+    rows = []
+    for seed, right in enumerate(right_by_seed):
+        correct = np.arange(200) < right
+        view.run.write_cell(("test", "cot_distill", "sum", seed), pd.DataFrame({
+            "example_id": [f"q{i}" for i in range(200)], "gold": [0] * 200, "pred": np.where(correct, 0, 1),
+            "confidence": [0.9] * 200, "probs": [[0.9, 0.1] if c else [0.1, 0.9] for c in correct],
+            "correct": correct}))
+        rows.append({"method": "cot_distill", "seed": seed, "task": "sum", "domain": "id", "acc": right / 200,
+                     "ece": 0.1, "majority": 0.3, "at_chance": seed == 0})  # results.csv's per-seed reading
+    view = type(view)(view.run, view.manifest, pd.concat([view.results, pd.DataFrame(rows)], ignore_index=True))
+    assert elad.full_pool_targets(view) == {"id": pytest.approx(target)}
+    table = elad.budget_table(view).set_index(["variant", "domain"])
+    reached = table.loc[("elad", "id")].tokens_to_90pct_full  # elad: 60% in both rounds
+    assert reached == 100 if target else pd.isna(reached)
 
 
 def test_the_main_table_has_the_posters_layout():
