@@ -543,8 +543,9 @@ def budget_curves(view: RunView):
 def budget_table(view: RunView):
     """Per ELAD variant: accuracy and ECE by round with the teacher budget (means over seeds), the area under the
     accuracy-budget curve (trapezoids over teacher tokens, divided by the budget range), and the budget at which
-    accuracy first reaches 90% of full-data distillation (`cot_distill`), when the run has it and it clears chance
-    (`full_pool_targets`)."""
+    accuracy first reaches 90% of full-data distillation (`cot_distill`), when the run has it and it clears chance.
+
+    Chance is read as the leaderboard reads it (`full_pool_targets`)."""
     import pandas as pd
 
     curves = budget_curves(view)
