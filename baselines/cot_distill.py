@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import Counter
 
 from trustbench.baselines.base import GENERATION, Context, Method, StudentArtifact, register_method
-from trustbench.baselines.elad import Explained, pool_tasks, teacher_chats, teacher_cot
+from trustbench.baselines.elad.annotators import teacher_cot
+from trustbench.baselines.elad.method import pool_tasks, teacher_chats
+from trustbench.baselines.elad.student import Explained
 from trustbench.harness.errors import UserError
 
 

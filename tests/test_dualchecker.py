@@ -159,7 +159,7 @@ def fit(monkeypatch, teacher, black_box=False, suite="dualchecker-smoke", **para
     monkeypatch.setattr(Context, "sft", lambda self, cache, key, init, examples, config, seed:
                         trained.update(examples=examples) or StudentArtifact(init))
     if black_box:
-        monkeypatch.setattr(dc, "Endpoint", object)  # any teacher counts as an endpoint
+        monkeypatch.setattr(dc.method, "Endpoint", object)  # any teacher counts as an endpoint
     method = dc.DualChecker(spec)
     method.fit(ctx)
     return ctx, ctx.records["dualchecker"], trained["examples"]

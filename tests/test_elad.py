@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from trustbench.baselines import elad
-from trustbench.baselines.elad import Annotation, Explained, clear_chat, clear_local, explain, split_steps, teacher_cot
+from trustbench.baselines.elad.annotators import Annotation, clear_chat, clear_local, teacher_cot
+from trustbench.baselines.elad.student import Explained, explain, split_steps
 from trustbench.harness.engines import Generation
 from trustbench.harness.registry import SELECTORS
 from trustbench.harness.scoring import ANSWER, CotFormat
