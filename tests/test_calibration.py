@@ -58,7 +58,6 @@ def test_rectangular_array_and_list_give_the_same_temperature():
 
 
 def test_matches_netcal_temperature_scaling():
-    pytest.importorskip("netcal")
     from netcal.scaling import TemperatureScaling
 
     probs, gold = _synthetic(2.0, n=2000, seed=11)

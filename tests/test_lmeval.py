@@ -87,11 +87,15 @@ def test_an_lmeval_card_is_scored_exactly_as_lm_evals_own_hf_backend(tiny_path, 
         np.testing.assert_allclose(row["probs"], probs, atol=1e-4)
 
 
-def test_lm_evals_own_command_line_runs_the_trustbench_model(tiny_path, local_task, tmp_path):
+def test_lm_evals_own_command_line_runs_the_trustbench_model(tiny_path, hf_engine, local_task, tmp_path):
+    """The command the README documents (lm-eval's command line with the model registered), on a local task: its
+    `acc` is the share trustbench's own scoring of the same questions gets right."""
     import subprocess
     import sys
     from pathlib import Path
 
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "trustbench-lm-eval --model trustbench --model_args pretrained=" in readme
     command = Path(sys.executable).parent / "trustbench-lm-eval"
     result = subprocess.run([str(command), "--model", "trustbench", "--model_args",
                              f"pretrained={tiny_path},backend=hf", "--tasks", "tiny_mc", "--include_path",
@@ -99,4 +103,7 @@ def test_lm_evals_own_command_line_runs_the_trustbench_model(tiny_path, local_ta
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     (results,) = (tmp_path / "out").rglob("results_*.json")
-    assert 0 <= json.loads(results.read_text())["results"]["tiny_mc"]["acc,none"] <= 1
+    examples = [Example(id=str(i), prompt=d["question"], choices=tuple(d["choices"]), gold=d["answer"])
+                for i, d in enumerate(DOCS)]
+    ours = score(hf_engine, examples, "choice")
+    assert json.loads(results.read_text())["results"]["tiny_mc"]["acc,none"] == pytest.approx(ours.correct.mean())

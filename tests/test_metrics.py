@@ -188,7 +188,6 @@ def _random_case(rng, n, ties=False):
 
 @pytest.fixture(scope="module")
 def netcal_metrics():
-    pytest.importorskip("netcal")
     from netcal.metrics import ECE, MCE
 
     return ECE, MCE

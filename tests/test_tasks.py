@@ -57,7 +57,7 @@ def test_builtin_cards_load_and_validate():
     c = cards["multiemo_hotels"]
     assert (c.train, c.val, c.test, c.max_prompt_chars) == (300, 100, 150, 800)
     assert c.options.get("task_prefix") is True  # the prompt carries the task instruction
-    assert tasks.get_card("smoke_id") is not None
+    assert tasks.get_card(str(tasks.CARDS_DIR / "smoke_id.yaml")) == cards["smoke_id"]  # by path, the same card
 
 
 @pytest.mark.parametrize("text, needle", [
