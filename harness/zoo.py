@@ -46,6 +46,9 @@ def resolve(name: str) -> Path:
     hub = _hf_cached(name)
     if hub:
         return hub
+    if "/" in name or name.startswith((".", "~")):  # a path (or an HF id not cached): say the folder is missing
+        raise UserError(f"model folder {name} does not exist (nor is it a Hugging Face id in the local HF cache): "
+                        "check the path")
     raise UserError(
         f"unknown model {name!r}: use one of {', '.join(MODELS)}, a local checkpoint folder, "
         "or a Hugging Face id already in the local HF cache (`trustbench list models`)"

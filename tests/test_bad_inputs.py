@@ -143,9 +143,14 @@ CASES = {
                       "is a file"),
     "resumed run's manifest damaged": (command("run", "smoke", "--out", "{tmp}/out", setup=damaged_run("{oops")),
                                        "it is damaged"),
+    "few-shot on a card lm-eval does not build": (
+        command("eval", "--model", "tiny-random", "--tasks", "smoke_id", "--num_fewshot", "2", "--out", "{tmp}/out"),
+        "num_fewshot applies to lm-eval tasks"),
+    "eval of a model folder that is not there": (command("eval", "--model", "{tmp}/ckpt/final", "--tasks", "smoke_id",
+                                                          "--out", "{tmp}/out"), "does not exist"),
     "resumed run of another suite": (command("run", "smoke", "--out", "{tmp}/out", setup=damaged_run(
         '{"schema_version": 3, "suite": "x", "suite_hash": "other", "scoring": {"mode": "letter", '
-        '"confidence": "c"}}')), "holds a run of a different suite configuration"),
+        '"confidence": "c"}}')), "holds a run of suite 'x', not of 'smoke'"),
     "report without a manifest": (command("report", "{tmp}", "--out", "{tmp}/out"), "no run manifest"),
     "gate of a missing run": (command("gate", "{tmp}/a", "{tmp}/b"), "no run manifest"),
     # command-line flags

@@ -21,7 +21,8 @@ def test_help(command):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "no_such_suite"], "unknown suite 'no_such_suite'"),
-    (["run", "smoke", "--tasks", "smoke_idd"], "smoke_id"),  # suggests the close name
+    (["run", "smoke", "--tasks", "smoke_idd"], "unknown task 'smoke_idd'; did you mean smoke_id"),
+    (["run", "demo", "--tasks", "provinces_eurpe"], "did you mean provinces_europe"),  # a suite with sizes too
     (["run", "smoke", "--methods", "cot_distill"], "not in suite"),
     (["run", "smoke", "--seeds", "one"], "--seeds takes integers"),
     (["eval", "--model", "no-such-model", "--tasks", "smoke_id", "--backend", "hf"], "unknown model"),

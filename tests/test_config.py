@@ -108,3 +108,16 @@ def test_extends_is_relative_to_the_file_and_refuses_cycles(tmp_path, monkeypatc
     (folder / "self.yaml").write_text("extends: self.yaml\n")
     with pytest.raises(UserError, match="extends itself"):
         load_suite(str(folder / "self.yaml"))
+
+
+def test_tasks_override_on_a_suite_with_sizes_keeps_the_sizes_of_the_tasks_it_keeps():
+    from trustbench.harness.config import override
+
+    demo = load_suite("demo")
+    picked = override(demo, tasks=["provinces_europe", "provinces_americas"])
+    assert picked.tasks == ("provinces_europe", "provinces_americas")
+    assert picked.sizes == demo.sizes and picked.hash == demo.hash  # choosing tasks changes what runs, not the run
+    from trustbench.runner import sized_card
+
+    assert sized_card(picked, "provinces_americas").test == 500  # its card's own size
+    assert sized_card(picked, "provinces_europe").train == 400

@@ -1,6 +1,7 @@
 """End to end on the `smoke` suite: run, resume, rebuild the report, and `eval` through both engines."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,8 +70,6 @@ def test_reference_rows_and_cells_without_signal_are_marked_and_warned_about(smo
 def test_elad_runs_its_rounds_on_the_smoke_pool(smoke_run):
     """ELAD in smoke: n0 = 4 seed questions, then 2 rounds of 4 from smoke_cot_id's pool of 12, each round's student a
     scored cell, the teacher's budget growing round by round; the other methods never see that task's pool."""
-    import json
-
     run_dir, _, log = smoke_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["tasks"]["smoke_cot_id"]["sizes"] == {"train": 0, "val": 0, "test": 16, "pool": 12}
@@ -99,8 +98,6 @@ def test_predictions_follow_the_contract(smoke_run):
 
 
 def test_manifest_records_the_run(smoke_run):
-    import json
-
     run_dir, _, _ = smoke_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["schema_version"] == 3
@@ -159,7 +156,7 @@ def test_report_rebuilds_identically_without_importing_torch(smoke_run):
 def _eval(tmp_path: Path, backend: str) -> pd.DataFrame:
     out = tmp_path / backend
     result = subprocess.run([sys.executable, "-m", "trustbench", "eval", "--model", "tiny-random", "--tasks",
-                             "smoke_id,smoke_ood", "--backend", backend, "--out", str(out)],
+                             "smoke_id,smoke_ood", "--backend", backend, "--scoring", "letter", "--out", str(out)],
                             capture_output=True, text=True, env=os.environ.copy(), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"report: {out / 'report.html'}" in result.stdout
@@ -195,19 +192,24 @@ def test_a_changed_task_is_refused_not_silently_reused(smoke_run, monkeypatch):
         run_suite(load_suite("smoke"), run_dir, log=lambda _: None)
 
 
-def test_eval_takes_a_card_file_of_ones_own(tmp_path):
+def test_eval_takes_a_card_file_of_ones_own_and_lm_evals_defaults_and_limit(tmp_path):
+    """`trustbench eval` as an lm-eval user expects it: choice scoring (lm-eval's acc) and the faster engine where it
+    runs (HF without a GPU) unless told otherwise, and `--limit` scores the first N questions of each task."""
     data = tmp_path / "mine.jsonl"
     data.write_text('{"prompt": "Which is heaviest?", "choices": ["a feather", "a brick"], "gold": 1}\n'
-                    '{"prompt": "Which is lightest?", "choices": ["a truck", "a leaf"], "gold": "a leaf"}\n')
+                    '{"prompt": "Which is lightest?", "choices": ["a truck", "a leaf"], "gold": "a leaf"}\n'
+                    '{"prompt": "Which floats?", "choices": ["a stone", "a cork"], "gold": 1}\n')
     (tmp_path / "my_task.yaml").write_text("name: my_task\ndomain: ood\nfamily: mine\nformat: mc\n"
-                                           "source: jsonl:mine.jsonl\ntest: 2\n")
+                                           "source: jsonl:mine.jsonl\ntest: 3\n")
     result = subprocess.run([sys.executable, "-m", "trustbench", "eval", "--model", "tiny-random", "--tasks",
-                             str(tmp_path / "my_task.yaml"), "--backend", "hf", "--out", str(tmp_path / "out")],
+                             str(tmp_path / "my_task.yaml"), "--limit", "2", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert results.method.tolist() == ["prior", "tiny-random"]  # the reference row, and the model
     assert results.task.tolist() == ["my_task"] * 2 and results.n.tolist() == [2, 2]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["scoring"]["mode"], manifest["backend"]) == ("choice", "hf")
 
 
 def test_an_empty_test_split_is_refused_before_anything_is_written(tmp_path):

@@ -107,3 +107,24 @@ def test_lm_evals_own_command_line_runs_the_trustbench_model(tiny_path, hf_engin
                 for i, d in enumerate(DOCS)]
     ours = score(hf_engine, examples, "choice")
     assert json.loads(results.read_text())["results"]["tiny_mc"]["acc,none"] == pytest.approx(ours.correct.mean())
+
+
+def test_eval_passes_num_fewshot_to_an_lmeval_card(local_task, tmp_path):
+    """`trustbench eval --num_fewshot 2` on an `lmeval:` card: lm-eval builds each context with 2 examples."""
+    import subprocess
+    import sys
+
+    from trustbench.harness.store import RunDir
+
+    (local_task / "tiny.yaml").write_text("name: tiny\ndomain: ood\nfamily: f\nformat: mc\nsource: lmeval:tiny_mc\n"
+                                          f"test: 4\nsplit_seed: 0\noptions: {{include_path: {local_task}}}\n")
+    (local_task / "tiny_mc.yaml").write_text((local_task / "tiny_mc.yaml").read_text() + "fewshot_split: test\n")
+    result = subprocess.run([sys.executable, "-m", "trustbench", "eval", "--model", "tiny-random", "--tasks",
+                             str(local_task / "tiny.yaml"), "--num_fewshot", "2", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = RunDir(tmp_path / "out").load()
+    assert manifest.tasks["tiny"].card["options"]["num_fewshot"] == 2
+    from trustbench import tasks
+    card = tasks.card_from_dict(manifest.tasks["tiny"].card)
+    assert all(e.prompt.count("Answer:") == 3 for e in tasks.split(card).test)  # two examples, then the question

@@ -65,19 +65,28 @@ def run(
 def evaluate(
     model: str = typer.Option(..., help="zoo name (`trustbench list models`), checkpoint folder, or cached HF id"),
     tasks: str = typer.Option(..., help="tasks, comma-separated (`trustbench list tasks`)"),
-    backend: Backend = typer.Option(Backend.vllm, help="inference engine"),
-    scoring: Scoring = typer.Option(Scoring.letter, help="letter: next-token over option letters; "
-                                                          "choice: lm-eval's per-choice log-likelihood"),
+    backend: Optional[Backend] = typer.Option(None, help="inference engine [default: vllm with a GPU, hf without: "
+                                                         "the faster where it runs]"),
+    scoring: Scoring = typer.Option(Scoring.choice, help="choice: lm-eval's per-choice log-likelihood (its acc); "
+                                                          "letter: next-token over option letters"),
+    limit: Optional[int] = typer.Option(None, min=1, help="score only the first N test questions of each task"),
+    num_fewshot: int = typer.Option(0, "--num_fewshot", "--num-fewshot", min=0,
+                                    help="few-shot examples in each context (lm-eval tasks: `lmeval:` cards)"),
     out: Optional[Path] = typer.Option(None, help="run directory [default: runs/eval-<model>]"),
 ) -> None:
-    """Score one model on some tasks' test splits (no training)."""
+    """Score one model on some tasks' test splits (no training), as `lm_eval` would by default."""
+    from trustbench import tasks as registry
     from trustbench.harness.config import parse_suite
+    from trustbench.harness.engines import default_backend
     from trustbench.runner import run_suite
 
     label = Path(model).name or model
-    suite = parse_suite({"name": f"eval-{label}", "teacher": model, "student": model, "tasks": _names(tasks),
+    names = _names(tasks)
+    sizes = {name: {"test": min(limit, registry.get_card(name).test)} for name in names or []} if limit else {}
+    suite = parse_suite({"name": f"eval-{label}", "teacher": model, "student": model, "tasks": names,
                          "methods": [{"name": label, "method": "load", "path": model}],
-                         "backend": backend.value, "scoring": scoring.value, "temperature_scaling": False},
+                         "backend": backend.value if backend else default_backend(), "scoring": scoring.value,
+                         "temperature_scaling": False, "sizes": sizes, "num_fewshot": num_fewshot},
                         source="trustbench eval")
     report = run_suite(suite, out or Path("runs") / suite.name)
     typer.echo(f"report: {report}")

