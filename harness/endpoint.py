@@ -59,6 +59,19 @@ class Endpoint:
         return f"{self.model}@{self.url}"
 
 
+def api_key(endpoint: Endpoint) -> str:
+    """The key in the endpoint's `api_key_env` ("EMPTY" when it names none: a local server needs none); a one-line
+    UserError when that variable is not set."""
+    variable = endpoint.api_key_env
+    if not variable:
+        return "EMPTY"
+    key = os.environ.get(variable)
+    if not key:
+        raise UserError(f"teacher endpoint {endpoint.url}: the environment variable {variable} (api_key_env) is not "
+                        f"set; export {variable}=<your key> before the run")
+    return key
+
+
 class MalformedReply(Exception):
     """The server answered, but not with a reply this engine can read."""
 
@@ -82,14 +95,7 @@ class OpenAIEngine:
         self._failed = threading.Event()
 
     def _api_key(self) -> str:
-        variable = self.endpoint.api_key_env
-        if not variable:
-            return "EMPTY"  # a local server needs none
-        key = os.environ.get(variable)
-        if not key:
-            raise UserError(f"teacher endpoint {self.endpoint.url}: the environment variable {variable} (api_key_env) "
-                            f"is not set; export {variable}=<your key>")
-        return key
+        return api_key(self.endpoint)
 
     def generate(self, prompts: Sequence[str], max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
                  n: int = 1, seed: int = 0, stop: Sequence[str] = (), logprobs: bool = False, top_logprobs: int = 0,

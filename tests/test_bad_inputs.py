@@ -121,6 +121,9 @@ CASES = {
     "card name with __": (card("", name="my__task"), "task name 'my__task' cannot name a file"),
     "card flag 'no'": (card("source: bigbench:winowhy\noptions: {task_prefix: 'no'}"),
                        "option task_prefix must be true or false, got 'no'"),
+    "endpoint key not set": (raw_suite(SMOKE.replace(
+        "teacher: tiny-random", "teacher: {endpoint: 'http://127.0.0.1:9/v1', model: m, api_key_env: TB_UNSET_KEY}")),
+        "the environment variable TB_UNSET_KEY (api_key_env) is not set; export TB_UNSET_KEY=<your key>"),
     "BIG-bench card without the archive": (
         raw_suite(SMOKE.replace("tasks: [smoke_id]", "tasks: [smoke_id, multiemo_hotels]")),
         "task multiemo_hotels: BIG-bench cards need bigbench-1.0.0.tar.gz"),

@@ -205,6 +205,7 @@ def test_eval_takes_a_card_file_of_ones_own_and_lm_evals_defaults_and_limit(tmp_
                              str(tmp_path / "my_task.yaml"), "--limit", "2", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "Loading weights" not in result.stderr  # the libraries' own progress bars stay quiet
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert results.method.tolist() == ["prior", "tiny-random"]  # the reference row, and the model
     assert results.task.tolist() == ["my_task"] * 2 and results.n.tolist() == [2, 2]

@@ -104,3 +104,14 @@ def test_trainer_divides_the_loss_by_the_accumulation_steps(tiny_path, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, gradient_accumulation_steps=4)
     assert AnswerLossTrainer(model=model, args=args).model_accepts_loss_kwargs is False
+
+
+def test_the_warmup_ratio_reaches_trainer_as_a_ratio(tmp_path):
+    """train.py passes `warmup_ratio` (0.03 by default) as `warmup_steps`: transformers 5 reads a float there as a
+    share of the training steps (the reason for pyproject's floor); an earlier release would warm up for 0 steps."""
+    from transformers import TrainingArguments
+
+    from trustbench.harness.config import TrainConfig
+
+    args = TrainingArguments(output_dir=str(tmp_path), warmup_steps=TrainConfig().warmup_ratio, report_to=[])
+    assert args.get_warmup_steps(1000) == round(1000 * TrainConfig().warmup_ratio) > 0

@@ -1,6 +1,7 @@
 """The `trustbench` command (also `python -m trustbench`)."""
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -220,7 +221,9 @@ def _table(header: list[str], rows: list[list]) -> None:
 
 def main() -> None:
     """Bad input of any kind (a suite, task, model, data file, run directory or command-line flag) is one line on
-    stderr and exit code 2; a gate's verdict is its exit code."""
+    stderr and exit code 2; a gate's verdict is its exit code. The libraries' own progress bars (loading weights,
+    writing shards) stay quiet, so a run's log shows trustbench's progress and an error is its last line."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported, later
     try:  # typer >= 0.26 vendors click
         from typer._click.exceptions import NoArgsIsHelpError, UsageError
     except ImportError:

@@ -23,7 +23,7 @@ import trustbench.tasks as registry
 from trustbench.harness import zoo
 from trustbench.harness.cache import locked, stable_hash
 from trustbench.harness.config import MethodSpec, Suite
-from trustbench.harness.endpoint import Endpoint
+from trustbench.harness.endpoint import Endpoint, api_key
 from trustbench.harness.engines import EnginePool
 from trustbench.harness.errors import UserError
 from trustbench.harness.registry import FORMATS
@@ -181,8 +181,11 @@ def _score_round(manifest: Manifest, run: RunDir, method, name: str, seed: int, 
 
 
 def _check_models(suite: Suite, methods: dict) -> None:
-    """Fail fast on models that cannot be had, and on distillation across vocabularies."""
-    if not isinstance(suite.teacher, Endpoint):
+    """Fail fast on models that cannot be had (an endpoint teacher's key included), and on distillation across
+    vocabularies."""
+    if isinstance(suite.teacher, Endpoint):
+        api_key(suite.teacher)  # its variable set: refused now, not after the run has started
+    else:
         zoo.check(suite.teacher)
     zoo.check(suite.student)
     if any(m.distils_logits for m in methods.values()) and not isinstance(suite.teacher, Endpoint):
