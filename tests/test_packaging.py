@@ -65,3 +65,21 @@ def test_the_public_plugin_api_is_at_the_top():
     assert (trustbench.register_figure, trustbench.register_table) == (register_figure, register_table)
     with pytest.raises(AttributeError, match="no attribute 'Methd'"):
         trustbench.Methd  # noqa: B018
+
+
+def test_a_method_installed_under_the_entry_point_group_is_found_by_name(tmp_path, monkeypatch):
+    """A package of the user's registers its method under `trustbench.methods`; a suite names it like a built-in."""
+    from trustbench import baselines
+    from trustbench.harness.config import MethodSpec
+
+    (tmp_path / "my_recipes.py").write_text(
+        "from trustbench import Method, StudentArtifact\n\n"
+        "class Untrained(Method):\n    name = 'untrained'\n    trains = False\n")
+    dist = tmp_path / "my_recipes-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-recipes\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[trustbench.methods]\nuntrained = my_recipes:Untrained\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "untrained" in baselines.available()
+    method = baselines.build(MethodSpec("mine", "untrained"))
+    assert type(method).__module__ == "my_recipes" and type(method).__name__ == "Untrained"
