@@ -21,7 +21,7 @@ What is used: every country entry with a world region (Africa, Americas, Asia, E
 would make a `province_country` question ambiguous. A province is usable when its name belongs to one country only,
 is not a country's name and does not contain its own country's name. Spelling is the package's (often without
 diacritics, some historical names). Examples are deterministic given the card (`split_seed` seeds the options);
-ids are `<card name>-<i>`, in the package's order (country, then province).
+ids are `<card name>-<i>`, countries by name, each country's provinces in the package's order.
 
 Card options (defaults):
     region: Europe           province_country: the world region the provinces come from (required)
@@ -94,7 +94,7 @@ def _regions(card: TaskCard, key: str, default: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- the facts
 @functools.cache
 def countries() -> tuple[dict, ...]:
-    """Every usable country entry (name, region, capital, borders, provinces), in the package's order."""
+    """Every usable country entry (name, region, capital, borders, provinces), sorted by name."""
     from countryinfo import CountryInfo
 
     entries = [c for c in CountryInfo.all().values() if c.get("region") in REGIONS and c["name"] not in PART_OF]
