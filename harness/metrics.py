@@ -13,16 +13,23 @@ The binned metrics (`ece`, `mce`, `reliability_table`) place bins exactly like n
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import isotonic_regression
 
 from trustbench.harness.errors import UserError
 
 OPEN_ANSWER = "gold_answer"  # the column that marks open-answer predictions (see harness.scoring)
-METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap", "macro_f1")
+METRICS = ("acc", "ece", "mce", "brier", "nll", "auroc", "aurc", "conf_gap", "macro_f1",
+           # the calibration battery (issue 23): one estimator each, defined in its function's docstring
+           "rms_ce", "debiased_ce", "ece_sweep", "smece", "smece_sigma", "classwise_ece", "mcb", "dsc", "unc",
+           "augrc", "acc_cov80", "acc_cov50")
+CALIBRATION_ERRORS = ("ece", "mce", "rms_ce", "debiased_ce", "ece_sweep", "smece", "classwise_ece", "mcb", "brier",
+                      "nll")  # the estimators of mis-calibration (lower is better) a gate can hold a candidate to
 
 _EPS = np.finfo(np.float64).eps
 _NLL_FLOOR = 1e-12
@@ -120,6 +127,13 @@ def _nll_terms(probs, gold) -> np.ndarray:
     return -np.log(np.clip(flat[gpos], _NLL_FLOOR, None))
 
 
+def _padded(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Ragged probability vectors as an (n, longest) matrix, NaN where an example has no such option."""
+    out = np.full((lengths.size, int(lengths.max())), np.nan)
+    out[np.repeat(np.arange(lengths.size), lengths), np.arange(flat.size) - np.repeat(starts, lengths)] = flat
+    return out
+
+
 # ------------------------------------------------------------------ row-wise kernels (one row = one sample)
 
 
@@ -171,8 +185,9 @@ def _ece_mce_rows(conf_rows, corr_rows, bins: int, equal_mass: bool) -> tuple[np
     return ece, gap.max(axis=1)
 
 
-def _ranking_rows(conf_rows, corr_rows) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC and AURC per row from one ascending sort (tied confidences handled as blocks)."""
+def _ranking_rows(conf_rows, corr_rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUROC, AURC and the expected errors among the k most confident (k = 1..n) per row, from one ascending sort
+    (tied confidences handled as blocks)."""
     rows, n = conf_rows.shape
     order = np.argsort(conf_rows, axis=1)
     c = np.take_along_axis(conf_rows, order, axis=1)
@@ -200,7 +215,184 @@ def _ranking_rows(conf_rows, corr_rows) -> tuple[np.ndarray, np.ndarray]:
     block_err = np.take_along_axis(cum, d_end, axis=1) - before
     expected = before + (pos - d_start + 1) * block_err / (d_end - d_start + 1)
     aurc_r = (expected / (pos + 1)).mean(axis=1)
-    return auroc_r, aurc_r
+    return auroc_r, aurc_r, expected
+
+
+def _selective_rows(expected: np.ndarray) -> dict[str, np.ndarray]:
+    """AUGRC and accuracy at 80% and 50% coverage from `expected[:, k-1]`, the (expected) errors among the k most
+    confident examples (`_ranking_rows`)."""
+    n = expected.shape[1]
+
+    def acc_at(coverage: float) -> np.ndarray:
+        k = max(1, math.ceil(coverage * n))
+        return 1.0 - expected[:, k - 1] / k
+
+    return {"augrc": expected.mean(axis=1) / n, "acc_cov80": acc_at(0.8), "acc_cov50": acc_at(0.5)}
+
+
+def _rms_rows(conf_rows, corr_rows, bins: int, equal_mass: bool) -> np.ndarray:
+    _, count, mean_conf, mean_acc = _binned(conf_rows, corr_rows, bins, equal_mass)
+    sq = np.where(count > 0, (mean_acc - mean_conf) ** 2, 0.0)
+    return np.sqrt((sq * count).sum(axis=1) / count.sum(axis=1))
+
+
+def _mass_split(n: int, bins: int) -> np.ndarray:
+    """Chunk boundaries of n sorted examples in `bins` chunks, sizes as `np.array_split` gives them."""
+    i = np.arange(bins + 1)
+    return i * (n // bins) + np.minimum(i, n % bins)
+
+
+def _debiased_rows(conf_rows, corr_rows, bins: int) -> np.ndarray:
+    rows, n = conf_rows.shape
+    bins = min(bins, n)
+    ends = _mass_split(n, bins)[1:-1]
+    ordered = np.sort(conf_rows, axis=1)
+    bounds = np.concatenate([(ordered[:, ends - 1] + ordered[:, ends]) / 2, np.ones((rows, 1))], axis=1)
+    idx = (conf_rows[:, :, None] > bounds[:, None, :]).sum(axis=2)  # bisect_left: a tie goes to the lower bin
+    flat = (idx + (np.arange(rows) * bins)[:, None]).reshape(-1)
+    sums = [np.bincount(flat, weights=w, minlength=rows * bins).reshape(rows, bins)
+            for w in (None, conf_rows.reshape(-1), corr_rows.reshape(-1))]
+    count, conf_sum, acc_sum = sums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf, mean_acc = conf_sum / count, acc_sum / count
+        term = (mean_conf - mean_acc) ** 2 - mean_acc * (1 - mean_acc) / (count - 1)
+    term = np.where(count >= 2, term, 0.0)
+    return np.sqrt(np.maximum((term * count).sum(axis=1) / n, 0.0))
+
+
+def _sweep_rows(conf_rows, corr_rows) -> np.ndarray:
+    rows, n = conf_rows.shape
+    order = np.argsort(conf_rows, axis=1, kind="stable")
+    cum_conf = np.zeros((rows, n + 1))
+    cum_acc = np.zeros((rows, n + 1))
+    np.cumsum(np.take_along_axis(conf_rows, order, axis=1), axis=1, out=cum_conf[:, 1:])
+    np.cumsum(np.take_along_axis(corr_rows, order, axis=1), axis=1, out=cum_acc[:, 1:])
+    result = np.abs(cum_conf[:, -1] - cum_acc[:, -1]) / n  # one bin
+    alive = np.ones(rows, dtype=bool)
+    for bins in range(2, n + 1):
+        edges = _mass_split(n, bins)
+        acc_sum = cum_acc[alive][:, edges[1:]] - cum_acc[alive][:, edges[:-1]]
+        monotone = (np.diff(acc_sum / np.diff(edges), axis=1) >= 0).all(axis=1)
+        conf_sum = cum_conf[alive][:, edges[1:]] - cum_conf[alive][:, edges[:-1]]
+        live = np.flatnonzero(alive)
+        result[live[monotone]] = np.abs(conf_sum - acc_sum)[monotone].sum(axis=1) / n
+        alive[live[~monotone]] = False
+        if not alive.any():
+            break
+    return result
+
+
+# Smooth ECE is discretised as relplot's: residuals are spread linearly onto a grid of at least SMOOTH_GRID_MIN
+# points (finer for narrow kernels), smoothed there, and read by linear interpolation at max(SMOOTH_MESH, 10 / sigma)
+# points; the bandwidth comes from SMOOTH_STEPS bisection steps.
+SMOOTH_GRID_MIN, SMOOTH_MESH, SMOOTH_STEPS, SMOOTH_EPS = 1001, 200, 10, 1e-4
+
+
+def _to_grid(values_rows, weights_rows, points: int) -> np.ndarray:
+    """Each row's weights spread linearly onto `points` equally spaced points of [0, 1], shape (rows, points)."""
+    rows = values_rows.shape[0]
+    pos = values_rows * (points - 1)
+    left = np.clip(pos.astype(np.int64), 0, points - 2)
+    frac = pos - left
+    base = (np.arange(rows) * points)[:, None]
+    out = np.bincount((left + base).reshape(-1), weights=((1 - frac) * weights_rows).reshape(-1),
+                      minlength=rows * points)
+    out += np.bincount((left + 1 + base).reshape(-1), weights=(frac * weights_rows).reshape(-1),
+                       minlength=rows * points)
+    return out.reshape(rows, points)
+
+
+def _mirrored_spectrum(grid_rows: np.ndarray) -> np.ndarray:
+    """The spectrum of each row mirrored at 0 and 1 into one period of length 2 (points - 1).
+
+    A Gaussian cut at distance 1/2 (relplot convolves with a kernel spanning half the unit interval each way)
+    reaches at most one mirror image of a point, so a circular convolution over this period is relplot's
+    reflected convolution, done by FFT for every row at once."""
+    return np.fft.rfft(np.concatenate([grid_rows, grid_rows[:, -2:0:-1]], axis=1), axis=1)
+
+
+def _kernel_spectrum(sigma: float, points: int) -> np.ndarray:
+    period = 2 * (points - 1)
+    offset = np.minimum(np.arange(period), period - np.arange(period)) / (points - 1)
+    kernel = np.where(offset <= 0.5, np.exp(-offset * offset / (2 * sigma * sigma)), 0.0)
+    return np.fft.rfft(kernel / (math.sqrt(2 * math.pi) * sigma))
+
+
+def _smooth_rows(conf_rows, corr_rows) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth ECE and its bandwidth per row: relplot's bisection for the fixed point sigma = smECE_sigma."""
+    rows = conf_rows.shape[0]
+    spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # grid size -> (residual, density) spectra of every row
+
+    def at(sigmas: np.ndarray) -> np.ndarray:
+        out = np.empty(rows)
+        for sigma in np.unique(sigmas):
+            pick = sigmas == sigma
+            points = max(SMOOTH_GRID_MIN, round(20 / sigma) // 2 + 1)
+            if points not in spectra:
+                spectra[points] = (_mirrored_spectrum(_to_grid(conf_rows, conf_rows - corr_rows, points)),
+                                   _mirrored_spectrum(_to_grid(conf_rows, np.ones_like(conf_rows), points)))
+            kernel = _kernel_spectrum(float(sigma), points)
+            mesh = np.linspace(0.0, 1.0, max(round(10 / sigma), SMOOTH_MESH)) * (points - 1)
+            left = np.clip(mesh.astype(np.int64), 0, points - 2)
+            frac = mesh - left
+
+            def read(spectrum: np.ndarray) -> np.ndarray:
+                smooth = np.fft.irfft(spectrum[pick] * kernel, n=2 * (points - 1), axis=1)
+                return smooth[:, left] * (1 - frac) + smooth[:, left + 1] * frac
+
+            residual, density = (read(s) for s in spectra[points])
+            out[pick] = np.abs(residual).sum(axis=1) / (density + SMOOTH_EPS).sum(axis=1)
+        return out
+
+    def wide_enough(sigmas: np.ndarray) -> np.ndarray:
+        return (sigmas < 1e-3) | (sigmas < at(sigmas))
+
+    start, end = np.ones(rows), np.zeros(rows)
+    done = wide_enough(start)
+    for _ in range(SMOOTH_STEPS):
+        mid = (start + end) / 2
+        ok = wide_enough(mid)
+        end, start = np.where(ok, mid, end), np.where(ok, start, mid)
+    sigma = np.where(done, 1.0, start)
+    return at(sigma), sigma
+
+
+def _classwise_rows(probs_rows, gold_rows, bins: int) -> np.ndarray:
+    """Mean over option positions j of the equal-width ECE of p_j against [gold == j], over the examples that have
+    an option j (a ragged task's short rows have NaN there)."""
+    rows, n, k = probs_rows.shape
+    edges = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    base = (np.arange(rows) * bins)[:, None]
+    total = np.zeros(rows)
+    for j in range(k):
+        p = probs_rows[:, :, j]
+        has = ~np.isnan(p)
+        p = np.where(has, p, 0.0)
+        flat = (np.searchsorted(edges, np.clip(p, _EPS, 1.0 - _EPS), side="right") + base).reshape(-1)
+        sums = [np.bincount(flat, weights=w.reshape(-1), minlength=rows * bins).reshape(rows, bins)
+                for w in (has * p, has * (gold_rows == j))]
+        total += np.abs(sums[0] - sums[1]).sum(axis=1) / has.sum(axis=1)
+    return total / k
+
+
+def _corp_rows(conf_rows, corr_rows) -> dict[str, np.ndarray]:
+    """CORP's Brier split per row: the isotonic (PAV) fit of correctness on confidence, tied confidences pooled."""
+    rows, n = conf_rows.shape
+    order = np.argsort(conf_rows, axis=1, kind="stable")
+    conf_sorted = np.take_along_axis(conf_rows, order, axis=1)
+    corr_sorted = np.take_along_axis(corr_rows, order, axis=1)
+    fitted = np.empty_like(conf_sorted)
+    for r in range(rows):
+        c, y = conf_sorted[r], corr_sorted[r]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        counts = np.diff(np.r_[starts, n])
+        fit = isotonic_regression(np.add.reduceat(y, starts) / counts, weights=counts.astype(float)).x
+        fitted[r] = np.repeat(fit, counts)
+    score = ((conf_sorted - corr_sorted) ** 2).mean(axis=1)
+    recalibrated = ((fitted - corr_sorted) ** 2).mean(axis=1)
+    base = corr_rows.mean(axis=1)
+    unc = base * (1 - base)
+    return {"mcb": score - recalibrated, "dsc": unc - recalibrated, "unc": unc}
 
 
 # ----------------------------------------------------------------------------------------- public metrics
@@ -303,6 +495,111 @@ def aurc(confidence, correct) -> float:
     return float(_ranking_rows(conf[None], corr[None])[1][0])
 
 
+def rms_ce(confidence, correct, bins: int = 10, equal_mass: bool = False) -> float:
+    """RMS (L2) calibration error: sqrt(sum over bins of (n_b / n) * (accuracy_b - mean confidence_b)^2).
+
+    Range [0, 1], lower is better; binning as in `ece`. It weighs large gaps more than ECE does. The plug-in
+    estimate, biased upwards like ECE (`debiased_ce` removes the bias). Reference: Hendrycks et al. 2019 and
+    Kumar, Liang & Ma 2019; torchmetrics' `BinaryCalibrationError(norm="l2")` is the same estimator.
+    """
+    conf, corr = _pair(confidence, correct)
+    return float(_rms_rows(conf[None], corr[None], _check_bins(bins), bool(equal_mass))[0])
+
+
+def debiased_ce(confidence, correct, bins: int = 10) -> float:
+    """Debiased L2 calibration error (Kumar, Liang & Ma 2019, "Verified Uncertainty Calibration", NeurIPS).
+
+    sqrt(max(0, sum_b (n_b / n) * [(mean confidence_b - accuracy_b)^2 - accuracy_b (1 - accuracy_b) / (n_b - 1)])):
+    the plug-in squared gap of each bin minus its expected sampling noise, so a calibrated model scores near 0
+    at any sample size instead of about sqrt(bins / n). Bins of one example add nothing. Bins are equal-mass as
+    the authors' `uncertainty-calibration` package places them: the sorted confidences are cut into `bins`
+    chunks (`np.array_split` sizes), each boundary is the midpoint between neighbouring chunks, and a confidence
+    equal to a boundary belongs to the lower bin. Range [0, 1], lower is better.
+    """
+    conf, corr = _pair(confidence, correct)
+    return float(_debiased_rows(conf[None], corr[None], _check_bins(bins))[0])
+
+
+def ece_sweep(confidence, correct) -> float:
+    """ECE-sweep (Roelofs, Cain, Shlens & Mozer 2022, "Mitigating Bias in Calibration Error Estimation", AISTATS).
+
+    Equal-mass ECE (L1) at the largest bin count b for which the bins' accuracies are non-decreasing in
+    confidence, found by trying b = 1, 2, ... and stopping at the first b that breaks monotonicity. Bins are
+    chunks of the examples sorted by confidence (ties kept in input order), sizes as `np.array_split` gives.
+    The bin count adapts to the data, which removes most of the bias a fixed count has. Range [0, 1], lower is
+    better.
+    """
+    conf, corr = _pair(confidence, correct)
+    return float(_sweep_rows(conf[None], corr[None])[0])
+
+
+def smooth_ece(confidence, correct) -> tuple[float, float]:
+    """Smooth ECE and its bandwidth sigma (Blasiok & Nakkiran 2023, "Smooth ECE: Principled Reliability Diagrams
+    via Kernel Smoothing", ICLR 2024).
+
+    smECE_sigma = (1/n) integral over t in [0, 1] of |sum_i K_sigma(t, f_i) (f_i - y_i)| dt with a Gaussian
+    kernel reflected at 0 and 1, normalised by the smoothed density of the confidences; sigma is the fixed point
+    sigma = smECE_sigma, found by bisection on [0, 1] (10 steps). Unlike binned ECE it is continuous in the
+    predictions and a consistent calibration measure. Discretised as relplot 1.0.3's `smECE` (grid, mesh and
+    bisection), which the tests hold it to. Range [0, 1], lower is better.
+    """
+    conf, corr = _pair(confidence, correct)
+    value, sigma = _smooth_rows(conf[None], corr[None])
+    return float(value[0]), float(sigma[0])
+
+
+def classwise_ece(probs: Sequence, gold, bins: int = 10) -> float:
+    """Class-wise ECE (Kull et al. 2019, "Beyond temperature scaling", NeurIPS): the mean over classes j of the
+    equal-width binned ECE of p_j against [gold == j] over all examples.
+
+    It reads every option's probability, not only the top one, so a model that is right about its answer but
+    wrong about the alternatives shows. Classes are option positions; on a ragged task a position counts over
+    the examples that have it. Range [0, 1], lower is better.
+    """
+    flat, starts, lengths, gpos = _ragged(probs, gold)
+    matrix = _padded(flat, starts, lengths)
+    return float(_classwise_rows(matrix[None], (gpos - starts)[None], _check_bins(bins))[0])
+
+
+def brier_decomposition(confidence, correct) -> dict[str, float]:
+    """The CORP split of the confidence's Brier score mean (c - y)^2 = MCB - DSC + UNC (Dimitriadis, Gneiting &
+    Jordan 2021, "Stable reliability diagrams for probabilistic classifiers", PNAS).
+
+    c_hat is the isotonic (pool-adjacent-violators) regression of correctness y on confidence c, tied
+    confidences pooled. MCB = BS(c) - BS(c_hat), miscalibration: what recalibrating would save. DSC =
+    UNC - BS(c_hat), discrimination: how much the confidence's ranking separates right from wrong. UNC =
+    y_bar (1 - y_bar), the score of always saying the accuracy. A method that lowers the Brier score by sharper
+    ranking raises DSC; one that fixes calibration lowers MCB. Each in [0, 1]; MCB lower, DSC higher is better.
+    """
+    conf, corr = _pair(confidence, correct)
+    return {k: float(v[0]) for k, v in _corp_rows(conf[None], corr[None]).items()}
+
+
+def augrc(confidence, correct) -> float:
+    """Area under the generalized risk-coverage curve (Traub et al. 2024, "Overcoming Common Flaws in the
+    Evaluation of Selective Classification Systems", NeurIPS).
+
+    The mean over k = 1..n of (errors among the k most confident) / n: the rate of silent failures (accepted
+    and wrong) as coverage grows, ties handled as in `aurc`. Unlike AURC it does not let a few confident
+    errors at low coverage dominate. Equals (1 - AUROC) * acc * err + err^2 / 2 + err / (2n) exactly
+    (err = 1 - acc). Range [0, 0.5], lower is better.
+    """
+    conf, corr = _pair(confidence, correct)
+    return float(_selective_rows(_ranking_rows(conf[None], corr[None])[2])["augrc"][0])
+
+
+def selective_accuracy(confidence, correct, coverage: float) -> float:
+    """Accuracy on the ceil(coverage * n) most confident examples (the rest abstained), tied confidences at the
+    cut counted at their average accuracy. HELM reports it as selective accuracy; a well-ranked confidence
+    makes it rise above plain accuracy as coverage falls. Range [0, 1], higher is better."""
+    conf, corr = _pair(confidence, correct)
+    if not 0 < coverage <= 1:
+        raise UserError(f"coverage must be in (0, 1], got {coverage!r}: use e.g. 0.8 for the top 80%")
+    expected = _ranking_rows(conf[None], corr[None])[2]
+    k = max(1, math.ceil(coverage * conf.size))
+    return float(1.0 - expected[0, k - 1] / k)
+
+
 def reliability_table(confidence, correct, bins: int = 10, equal_mass: bool = False) -> pd.DataFrame:
     """One row per bin (`lo`, `hi`, `count`, mean `confidence`, `accuracy`) for reliability diagrams.
 
@@ -328,7 +625,8 @@ def reliability_table(confidence, correct, bins: int = 10, equal_mass: bool = Fa
 @dataclass(frozen=True)
 class Columns:
     """A validated predictions frame as arrays: confidence, correctness, per-example Brier and NLL terms, and the
-    predicted and gold class of each example (None for open-answer rows, where classes are not labels)."""
+    predicted and gold class of each example and the probability of every option (`_padded`; all three None for
+    open-answer rows, where classes are not labels)."""
 
     conf: np.ndarray
     corr: np.ndarray
@@ -336,6 +634,7 @@ class Columns:
     nll: np.ndarray
     pred: np.ndarray | None
     gold: np.ndarray | None
+    probs: np.ndarray | None
 
 
 def _columns(predictions: pd.DataFrame) -> Columns:
@@ -365,7 +664,8 @@ def _columns(predictions: pd.DataFrame) -> Columns:
     labelled = "pred" in predictions and OPEN_ANSWER not in predictions
     return Columns(conf, corr, _brier_terms(probs, gold), _nll_terms(probs, gold),
                    predictions["pred"].to_numpy(dtype=np.int64) if labelled else None,
-                   gold.astype(np.int64) if labelled else None)
+                   gold.astype(np.int64) if labelled else None,
+                   _padded(*_ragged(probs, gold)[:3]) if labelled else None)
 
 
 def _macro_f1_rows(pred_rows: np.ndarray, gold_rows: np.ndarray) -> np.ndarray:
@@ -383,20 +683,36 @@ def _macro_f1_rows(pred_rows: np.ndarray, gold_rows: np.ndarray) -> np.ndarray:
     return (scores * present).sum(axis=0) / present.sum(axis=0)
 
 
-def _block_metrics(cols: Columns, index: np.ndarray, bins: int, equal_mass: bool) -> dict:
-    """Every metric on each row of `index` (resamples of example indices, one per row)."""
+def _block_metrics(cols: Columns, index: np.ndarray, bins: int, equal_mass: bool,
+                   metrics: Sequence[str] = METRICS) -> dict:
+    """`metrics` (every one by default) on each row of `index` (resamples of example indices, one per row);
+    metrics computed together (ECE and MCE, the ranking ones, smooth ECE and its bandwidth, CORP's terms) are
+    computed once."""
     conf_rows, corr_rows = cols.conf[index], cols.corr[index]
-    ece_r, mce_r = _ece_mce_rows(conf_rows, corr_rows, bins, equal_mass)
-    auroc_r, aurc_r = _ranking_rows(conf_rows, corr_rows)
-    return {
-        "acc": corr_rows.mean(axis=1),
-        "ece": ece_r,
-        "mce": mce_r,
-        "brier": cols.brier[index].mean(axis=1),
-        "nll": cols.nll[index].mean(axis=1),
-        "auroc": auroc_r,
-        "aurc": aurc_r,
-        "conf_gap": conf_rows.mean(axis=1) - corr_rows.mean(axis=1),
-        "macro_f1": (np.full(len(index), np.nan) if cols.pred is None
-                     else _macro_f1_rows(cols.pred[index], cols.gold[index])),
+    labelled = cols.pred is not None
+    groups = {
+        ("acc",): lambda: (corr_rows.mean(axis=1),),
+        ("ece", "mce"): lambda: _ece_mce_rows(conf_rows, corr_rows, bins, equal_mass),
+        ("brier",): lambda: (cols.brier[index].mean(axis=1),),
+        ("nll",): lambda: (cols.nll[index].mean(axis=1),),
+        ("auroc", "aurc", "augrc", "acc_cov80", "acc_cov50"): lambda: _ranking_metrics(conf_rows, corr_rows),
+        ("conf_gap",): lambda: (conf_rows.mean(axis=1) - corr_rows.mean(axis=1),),
+        ("macro_f1",): lambda: (_macro_f1_rows(cols.pred[index], cols.gold[index]) if labelled else None,),
+        ("rms_ce",): lambda: (_rms_rows(conf_rows, corr_rows, bins, equal_mass),),
+        ("debiased_ce",): lambda: (_debiased_rows(conf_rows, corr_rows, bins),),
+        ("ece_sweep",): lambda: (_sweep_rows(conf_rows, corr_rows),),
+        ("smece", "smece_sigma"): lambda: _smooth_rows(conf_rows, corr_rows),
+        ("classwise_ece",): lambda: (_classwise_rows(cols.probs[index], cols.gold[index], bins) if labelled else None,),
+        ("mcb", "dsc", "unc"): lambda: tuple(_corp_rows(conf_rows, corr_rows).values()),
     }
+    out = {}
+    for names, compute in groups.items():
+        if any(name in metrics for name in names):
+            for name, values in zip(names, compute()):
+                out[name] = np.full(len(index), np.nan) if values is None else values
+    return {name: out[name] for name in metrics}
+
+
+def _ranking_metrics(conf_rows, corr_rows) -> tuple[np.ndarray, ...]:
+    auroc_r, aurc_r, expected = _ranking_rows(conf_rows, corr_rows)
+    return (auroc_r, aurc_r, *_selective_rows(expected).values())

@@ -10,6 +10,7 @@ import pytest
 from trustbench.harness import metrics as M
 from trustbench.harness.errors import UserError
 from trustbench.harness.statistics import summarize
+from metric_loop import every_metric
 
 # ------------------------------------------------------------------------------------ hand-computed tables
 
@@ -338,23 +339,12 @@ def test_summarize_keys_and_point_estimates():
     out = summarize(df, n_boot=200, seed=1)
     assert set(out) == {"n"} | {f"{m}{s}" for m in M.METRICS for s in ("", "_lo", "_hi")}
     assert out["n"] == 400
-    conf, correct = df["confidence"].to_numpy(), df["correct"].to_numpy()
-    expected = {
-        "acc": M.accuracy(correct),
-        "ece": M.ece(conf, correct),
-        "mce": M.mce(conf, correct),
-        "brier": M.brier(list(df["probs"]), df["gold"]),
-        "nll": M.nll(list(df["probs"]), df["gold"]),
-        "auroc": M.auroc(conf, correct),
-        "aurc": M.aurc(conf, correct),
-        "conf_gap": M.conf_gap(conf, correct),
-        "macro_f1": M.macro_f1(df["pred"], df["gold"]),
-    }
+    expected = every_metric(df, bins=10, equal_mass=False)
     for m, v in expected.items():
         assert out[m] == pytest.approx(v, abs=1e-12), m
         assert out[f"{m}_lo"] < out[f"{m}_hi"], m
     em = summarize(df, equal_mass=True, bins=15, n_boot=0)
-    assert em["ece"] == pytest.approx(M.ece(conf, correct, bins=15, equal_mass=True), abs=1e-12)
+    assert em["ece"] == pytest.approx(M.ece(df["confidence"], df["correct"], bins=15, equal_mass=True), abs=1e-12)
     assert all(math.isnan(em[f"{m}_lo"]) and math.isnan(em[f"{m}_hi"]) for m in M.METRICS)
 
 
@@ -377,17 +367,8 @@ def test_bootstrap_intervals_match_a_plain_loop():
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in M.METRICS}
     for _ in range(n_boot):
-        s = df.iloc[rng.integers(0, len(df), size=len(df))]
-        conf, correct = s["confidence"].to_numpy(), s["correct"].to_numpy()
-        draws["acc"].append(M.accuracy(correct))
-        draws["ece"].append(M.ece(conf, correct, bins=4, equal_mass=True))
-        draws["mce"].append(M.mce(conf, correct, bins=4, equal_mass=True))
-        draws["brier"].append(M.brier(list(s["probs"]), s["gold"]))
-        draws["nll"].append(M.nll(list(s["probs"]), s["gold"]))
-        draws["auroc"].append(M.auroc(conf, correct))
-        draws["aurc"].append(M.aurc(conf, correct))
-        draws["conf_gap"].append(M.conf_gap(conf, correct))
-        draws["macro_f1"].append(M.macro_f1(s["pred"], s["gold"]))
+        for m, v in every_metric(df.iloc[rng.integers(0, len(df), size=len(df))], bins=4, equal_mass=True).items():
+            draws[m].append(v)
     for m in M.METRICS:
         lo, hi = np.nanpercentile(draws[m], [2.5, 97.5])
         lo, hi = min(lo, out[m]), max(hi, out[m])
