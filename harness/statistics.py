@@ -26,11 +26,16 @@ and for a well-calibrated model the whole bootstrap can lie above the point). A 
 - `paired_bootstrap(base, cand, ...)`: the gate's paired difference of two runs' cells, one draw of example
   indices applied to both runs and every shared seed.
 
+**Many cells at once.** `holm(p_values, alpha)`: Holm's step-down, so that the chance of flagging any of many
+unchanged cells stays at alpha (the gate's default; a per-cell rule at alpha flags some cell of 18 unchanged ones
+about 60% of the time).
+
 **Chance.** A number means something only against chance: `at_chance(lower, majority)` is an accuracy whose 95%
 lower bound does not clear the task's majority rate; `cell_at_chance(draws, method, tasks, majority)` reads it for
 a cell pooled over seeds (the leaderboard's mark, and every method table's), never seed by seed (a per-seed row of
 150 questions is at chance more often than the cell). `collapsed(top_share)` is a predictor that gives one answer
-to `COLLAPSE_SHARE` or more of the questions: its accuracy is that answer's base rate.
+to `COLLAPSE_SHARE` or more of the questions: its accuracy is that answer's base rate. `small_sample(n)`: a
+calibration estimate (`SAMPLE_SENSITIVE`) from fewer than `SMALL_SAMPLE` predictions, marked in every report.
 """
 from __future__ import annotations
 
@@ -43,18 +48,22 @@ import numpy as np
 import pandas as pd
 
 from trustbench.harness.errors import UserError
-from trustbench.harness.metrics import METRICS, _block_metrics, _check_bins, _columns, _ece_mce_rows
+from trustbench.harness.metrics import METRICS, Columns, _block_metrics, _check_bins, _columns
 
-CELL_METRICS = ("acc", "ece", "brier", "conf_gap", "macro_f1")  # what a cell's (examples x seeds) bootstrap reads
+CELL_METRICS = METRICS  # what a cell's (examples x seeds) bootstrap reads: every estimator
 ALPHA = 0.05
 BLOCK_CELLS = 1 << 19  # resampled (resample, example) cells per block of work
 COLLAPSE_SHARE = 0.9  # a predictor whose most frequent answer is this share or more of its answers is collapsed
+SMALL_SAMPLE = 300  # fewer predictions than this and a calibration estimate is mostly its bias and noise (HELM)
+SAMPLE_SENSITIVE = ("ece", "mce", "rms_ce", "debiased_ce", "ece_sweep", "smece", "smece_sigma", "classwise_ece", "mcb",
+                    "dsc")  # the calibration estimators whose bias or noise the rule is about
 
 
 # ---------------------------------------------------------------------------------------------- drawing, reading
 def resample_blocks(rng: np.random.Generator, n: int, n_boot: int, width: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """(first resample, indices) blocks covering `n_boot` resamples of `n` example indices each; `width` is the work
-    per (resample, example) cell (equal-mass ECE sorts each row: `bins`), which shrinks the blocks."""
+    per (resample, example) cell (equal-mass and debiased binning compare each example with every bin edge:
+    `bins`), which shrinks the blocks."""
     block = max(1, BLOCK_CELLS // (n * width))
     for lo in range(0, n_boot, block):
         yield lo, resample_indices(rng, n, min(block, n_boot - lo))
@@ -109,7 +118,7 @@ def summarize(predictions: pd.DataFrame, bins: int = 10, equal_mass: bool = Fals
     point = _block_metrics(cols, np.arange(n)[None], bins, bool(equal_mass))
     draws = {m: np.empty(int(n_boot)) for m in METRICS}
     rng = np.random.default_rng(seed)
-    for lo, idx in resample_blocks(rng, n, int(n_boot), bins if equal_mass else 1):
+    for lo, idx in resample_blocks(rng, n, int(n_boot), bins):
         got = _block_metrics(cols, idx, bins, bool(equal_mass))
         for m in METRICS:
             draws[m][lo:lo + len(idx)] = got[m]
@@ -167,22 +176,35 @@ def _rng(*key) -> np.random.Generator:
 
 
 # ---------------------------------------------------------------------------------------------- two runs, paired
-def paired_bootstrap(base_conf, base_corr, cand_conf, cand_corr, bins: int, equal_mass: bool, n_boot: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled (acc_cand - acc_base, ece_cand - ece_base), each averaged over seeds; shape (n_boot,) each.
+def paired_bootstrap(base: list[Columns], cand: list[Columns], metrics: tuple[str, ...], bins: int, equal_mass: bool,
+                     n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Resampled cand - base of each of `metrics`, averaged over seeds; shape (n_boot,) each.
 
-    Inputs are (seeds, n) arrays aligned by example. Each resample is one draw of n example indices, applied to both
-    runs and to every seed.
+    `base` and `cand` hold one `Columns` per shared seed, aligned by example. Each resample is one draw of n example
+    indices, applied to both runs and to every seed.
     """
-    seeds, n = np.shape(base_conf)
-    d_acc, d_ece = np.zeros(n_boot), np.zeros(n_boot)
-    for lo, idx in resample_blocks(rng, n, n_boot, bins if equal_mass else 1):
-        rows = slice(lo, lo + len(idx))
-        for s in range(seeds):
-            d_acc[rows] += cand_corr[s][idx].mean(axis=1) - base_corr[s][idx].mean(axis=1)
-            d_ece[rows] += (_ece_mce_rows(cand_conf[s][idx], cand_corr[s][idx], bins, equal_mass)[0]
-                            - _ece_mce_rows(base_conf[s][idx], base_corr[s][idx], bins, equal_mass)[0])
-    return d_acc / seeds, d_ece / seeds
+    n = base[0].conf.size
+    diffs = {m: np.zeros(n_boot) for m in metrics}
+    for lo, idx in resample_blocks(rng, n, n_boot, bins):
+        for b, c in zip(base, cand):
+            got_b = _block_metrics(b, idx, bins, equal_mass, metrics)
+            got_c = _block_metrics(c, idx, bins, equal_mass, metrics)
+            for m in metrics:
+                diffs[m][lo:lo + len(idx)] += got_c[m] - got_b[m]
+    return {m: d / len(base) for m, d in diffs.items()}
+
+
+def holm(p_values, alpha: float) -> np.ndarray:
+    """Holm's step-down rejections (Holm 1979): with the m p-values sorted, reject the i-th smallest (i = 0..m-1)
+    while it is <= alpha / (m - i); stop at the first that is not. The chance of any false rejection over the
+    whole family stays at most alpha, whatever the dependence between the tests. NaN p-values are never rejected
+    (and still count in m)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), kind="stable")
+    passed = p[order] <= alpha / (p.size - np.arange(p.size))
+    rejected = np.zeros(p.size, dtype=bool)
+    rejected[order] = np.cumprod(passed).astype(bool)
+    return rejected
 
 
 # ---------------------------------------------------------------------------------------------- chance
@@ -212,3 +234,9 @@ def majority_rates(results: pd.DataFrame, method: str) -> dict[str, float]:
 def collapsed(top_share: float) -> bool:
     """A predictor whose most frequent answer is `COLLAPSE_SHARE` or more of its answers."""
     return bool(top_share >= COLLAPSE_SHARE)
+
+
+def small_sample(n: int) -> bool:
+    """A calibration estimate from fewer than `SMALL_SAMPLE` predictions: binned ECE's upward bias at that size is
+    of the order of the differences people report (HELM's calibration metrics ask for about 300 examples)."""
+    return bool(n < SMALL_SAMPLE)

@@ -6,17 +6,22 @@ runs scored), and a paired bootstrap resamples the shared examples: one draw of 
 runs and to every shared seed, so what the two runs have in common (the same hard questions) cancels out of the
 difference. Statistics per resample, averaged over the shared seeds:
 
-    drop = acc_base - acc_cand          rise = ece_cand - ece_base
+    drop = acc_base - acc_cand          rise = cal_cand - cal_base
 
-(ECE with the run's own `metrics:` settings, the same function the results table uses). The rule, one-sided:
+where cal is the calibration estimator `--calibration-metric` names (ECE by default; any of
+`harness.metrics.CALIBRATION_ERRORS`, with the run's own `metrics:` settings, the same function the results table
+uses). Each test is one-sided, at tolerance t (`max_acc_drop`, `max_cal_rise`): its p-value is the share of
+resampled differences at or below t, and its (1 - alpha) lower bound the alpha-quantile.
 
-    accuracy regression  when  quantile_alpha(drop) > max_acc_drop
-    calibration regression when quantile_alpha(rise) > max_ece_rise
+- `--correction holm` (the default): the 2 x cells tests of the run form one family and Holm's step-down
+  (`harness.statistics.holm`) decides, so the chance of flagging any cell of an unchanged candidate stays at alpha
+  for the whole run, however many cells it has.
+- `--correction none`: each test on its own, a regression when its lower bound is above t; about alpha of the
+  unchanged cells are flagged, so a run of many cells usually fails by chance.
 
-i.e. the (1 - alpha) lower confidence bound of the drop (rise) is above the tolerance: the candidate is worse by
-more than the tolerance, and the data say so at level alpha. A small or noisy difference passes; a run gated
-against itself passes exactly (every resampled difference is 0). Defaults: tolerances 0.01 (one point of accuracy,
-one point of ECE), alpha 0.05, 2000 resamples, seed 0. Raw test predictions only (no `+ts` rows).
+A small or noisy difference passes; a run gated against itself passes exactly (every resampled difference is 0).
+Defaults: tolerances 0.01 (one point), alpha 0.05, 2000 resamples, seed 0. Raw test predictions only (no `+ts` or
+`+iso` rows).
 
 Exit codes: 0 no regression, 1 at least one regression, 2 not comparable (different suite settings, scoring
 modes, task examples, or nothing shared); `compare_runs` returns the code with the reason. Missing or unreadable
@@ -26,18 +31,18 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from trustbench.harness.errors import UserError
-from trustbench.harness.metrics import accuracy, ece
-from trustbench.harness.statistics import lower_bound, paired_bootstrap
+from trustbench.harness.metrics import CALIBRATION_ERRORS, _block_metrics, _columns
+from trustbench.harness.statistics import holm, lower_bound, paired_bootstrap
 from trustbench.harness.store import Manifest, RunDir, read_cell
 
-DEFAULTS = {"max_acc_drop": 0.01, "max_ece_rise": 0.01, "alpha": 0.05, "n_boot": 2000, "seed": 0}
+CORRECTIONS = ("holm", "none")
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
 _TIE = 1e-12  # a bound equal to the tolerance (up to float noise) is not beyond it
 
@@ -47,8 +52,43 @@ class NotComparable(Exception):
 
 
 @dataclass(frozen=True)
+class GateSettings:
+    """How the gate decides (see the module docstring); `checked()` validates user input."""
+
+    max_acc_drop: float = 0.01
+    max_cal_rise: float = 0.01
+    alpha: float = 0.05
+    n_boot: int = 2000
+    seed: int = 0
+    calibration_metric: str = "ece"
+    correction: str = "holm"
+
+    def checked(self) -> "GateSettings":
+        for name, value in (("max-acc-drop", self.max_acc_drop), ("max-cal-rise", self.max_cal_rise)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+                raise UserError(f"--{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha <= 0.5):
+            raise UserError(f"--alpha must be in (0, 0.5], got {self.alpha!r}: use 0.05 for a 95% one-sided bound")
+        for name, value, example in (("n-boot", self.n_boot, 2000), ("seed", self.seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (name == "n-boot"):
+                raise UserError(f"--{name} must be a {'positive' if name == 'n-boot' else 'non-negative'} integer, "
+                                f"got {value!r}: use e.g. {example}")
+        if self.calibration_metric not in CALIBRATION_ERRORS:
+            raise UserError(f"--calibration-metric {self.calibration_metric!r} is not a calibration error: use one "
+                            f"of {', '.join(CALIBRATION_ERRORS)}")
+        if self.correction not in CORRECTIONS:
+            raise UserError(f"--correction {self.correction!r}: use holm (the run's error rate held at alpha) or "
+                            "none (each cell at alpha)")
+        return self
+
+
+DEFAULTS = GateSettings()
+
+
+@dataclass(frozen=True)
 class GateRow:
-    """One gated (method, task): point values, point differences and their one-sided bootstrap bounds."""
+    """One gated (method, task): point values, point differences, their one-sided bootstrap bounds and p-values,
+    and the verdicts (`decide` sets them once every cell is in)."""
 
     base_method: str
     cand_method: str
@@ -57,24 +97,27 @@ class GateRow:
     n: int
     acc_base: float
     acc_cand: float
-    ece_base: float
-    ece_cand: float
+    cal_base: float
+    cal_cand: float
     acc_drop_lb: float  # alpha-quantile of the resampled acc_base - acc_cand
-    ece_rise_lb: float  # alpha-quantile of the resampled ece_cand - ece_base
-    acc_regression: bool
-    ece_regression: bool
+    cal_rise_lb: float  # alpha-quantile of the resampled cal_cand - cal_base
+    acc_p: float  # share of resampled drops at or below the tolerance
+    cal_p: float
+    calibration_metric: str
+    acc_regression: bool = False
+    cal_regression: bool = False
 
     @property
     def acc_drop(self) -> float:
         return self.acc_base - self.acc_cand
 
     @property
-    def ece_rise(self) -> float:
-        return self.ece_cand - self.ece_base
+    def cal_rise(self) -> float:
+        return self.cal_cand - self.cal_base
 
     @property
     def regression(self) -> bool:
-        return self.acc_regression or self.ece_regression
+        return self.acc_regression or self.cal_regression
 
     @property
     def method(self) -> str:
@@ -85,7 +128,8 @@ class GateRow:
 
     @property
     def failed(self) -> str:
-        return ", ".join(m for m, bad in (("acc", self.acc_regression), ("ece", self.ece_regression)) if bad)
+        return ", ".join(m for m, bad in (("acc", self.acc_regression), (self.calibration_metric, self.cal_regression))
+                         if bad)
 
 
 @dataclass
@@ -95,7 +139,7 @@ class GateResult:
     exit_code: int
     baseline: str
     candidate: str
-    settings: dict
+    settings: GateSettings
     rows: list[GateRow] = field(default_factory=list)
     reason: str = ""
     skipped: list[str] = field(default_factory=list)  # cells only one run has, so not gated
@@ -109,22 +153,18 @@ class GateResult:
 # ------------------------------------------------------------------------------------------ the comparison
 
 
-def compare_runs(
-    baseline_dir: str | Path,
-    candidate_dir: str | Path,
-    max_acc_drop: float = DEFAULTS["max_acc_drop"],
-    max_ece_rise: float = DEFAULTS["max_ece_rise"],
-    alpha: float = DEFAULTS["alpha"],
-    n_boot: int = DEFAULTS["n_boot"],
-    seed: int = DEFAULTS["seed"],
-    methods: Sequence[tuple[str, str]] | None = None,
-) -> GateResult:
-    """Gate `candidate_dir` against `baseline_dir` (see the module docstring for the rule).
+def compare_runs(baseline_dir: str | Path, candidate_dir: str | Path,
+                 methods: Sequence[tuple[str, str]] | None = None, **settings) -> GateResult:
+    """Gate `candidate_dir` against `baseline_dir` (see the module docstring for the rule); `settings` are
+    `GateSettings` fields.
 
     `methods` pairs a baseline method with a candidate method, e.g. [("kd", "mykd")]; by default every method
     name the two runs share is gated against itself. Deterministic for a given `seed`.
     """
-    settings = _check_settings(max_acc_drop, max_ece_rise, alpha, n_boot, seed)
+    try:
+        settings = GateSettings(**settings).checked()
+    except TypeError as error:
+        raise UserError(f"gate: {error}") from None
     base_run, cand_run = RunDir(baseline_dir), RunDir(candidate_dir)
     base_manifest, cand_manifest = base_run.load(), cand_run.load()
     base_files, cand_files = _by_cell(base_run.cells("test")), _by_cell(cand_run.cells("test"))
@@ -137,28 +177,25 @@ def compare_runs(
         pairs = _method_pairs(methods, base_files, cand_files, baseline_dir, candidate_dir)
         cells, result.skipped = _shared_cells(pairs, base_files, cand_files)
         _check_tasks(base_manifest, cand_manifest, {task for _, _, task in cells})
-        for base_method, cand_method, task in cells:
-            result.rows.append(_gate_cell(base_method, cand_method, task, base_files, cand_files, metrics,
-                                          settings))
+        rows = [_gate_cell(base_method, cand_method, task, base_files, cand_files, metrics, settings)
+                for base_method, cand_method, task in cells]
     except NotComparable as exc:
         result.exit_code, result.reason, result.rows = NOT_COMPARABLE, str(exc), []
         return result
+    result.rows = decide(rows, settings)
     result.exit_code = REGRESSION if result.regressions else PASS
     return result
 
 
-def _check_settings(max_acc_drop, max_ece_rise, alpha, n_boot, seed) -> dict:
-    for name, value in (("max-acc-drop", max_acc_drop), ("max-ece-rise", max_ece_rise)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
-            raise UserError(f"--{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha <= 0.5):
-        raise UserError(f"--alpha must be in (0, 0.5], got {alpha!r}: use 0.05 for a 95% one-sided bound")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise UserError(f"--n-boot must be a positive integer, got {n_boot!r}: use e.g. 2000")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"--seed must be a non-negative integer, got {seed!r}: use e.g. 0")
-    return {"max_acc_drop": float(max_acc_drop), "max_ece_rise": float(max_ece_rise), "alpha": float(alpha),
-            "n_boot": int(n_boot), "seed": int(seed)}
+def decide(rows: list[GateRow], settings: GateSettings) -> list[GateRow]:
+    """The rows with their verdicts: Holm's step-down over all 2 x rows tests, or each test on its own."""
+    if settings.correction == "none":
+        acc = [row.acc_drop_lb > settings.max_acc_drop + _TIE for row in rows]
+        cal = [row.cal_rise_lb > settings.max_cal_rise + _TIE for row in rows]
+    else:
+        rejected = holm([row.acc_p for row in rows] + [row.cal_p for row in rows], settings.alpha)
+        acc, cal = rejected[:len(rows)], rejected[len(rows):]
+    return [replace(row, acc_regression=bool(a), cal_regression=bool(c)) for row, a, c in zip(rows, acc, cal)]
 
 
 def _by_cell(files: dict) -> dict[tuple[str, str], dict[int, Path]]:
@@ -250,34 +287,30 @@ def _shared_cells(pairs, base_files, cand_files) -> tuple[list[tuple[str, str, s
 # --------------------------------------------------------------------------------------------- one cell
 
 
-def _gate_cell(base_method, cand_method, task, base_files, cand_files, metrics, settings) -> GateRow:
+def _gate_cell(base_method, cand_method, task, base_files, cand_files, metrics, settings: GateSettings) -> GateRow:
     base_seeds, cand_seeds = base_files[base_method, task], cand_files[cand_method, task]
     seeds = tuple(sorted(set(base_seeds) & set(cand_seeds)))
-    base = [read_cell(base_seeds[s]) for s in seeds]
-    cand = [read_cell(cand_seeds[s]) for s in seeds]
     where = f"{base_method}/{task}" if base_method == cand_method else f"{base_method}->{cand_method}/{task}"
-    base_conf, base_corr, cand_conf, cand_corr = _aligned(base, cand, where)
-    bins, equal_mass = metrics["bins"], metrics["equal_mass"]
+    base, cand = _aligned([read_cell(base_seeds[s]) for s in seeds], [read_cell(cand_seeds[s]) for s in seeds], where)
+    bins, equal_mass, cal = metrics["bins"], metrics["equal_mass"], settings.calibration_metric
+    names = ("acc", cal)
 
-    def point(conf, corr):
-        return (float(np.mean([accuracy(c) for c in corr])),
-                float(np.mean([ece(f, c, bins=bins, equal_mass=equal_mass) for f, c in zip(conf, corr)])))
+    def point(columns):
+        values = [_block_metrics(c, np.arange(c.conf.size)[None], bins, equal_mass, names) for c in columns]
+        return [float(np.mean([v[m][0] for v in values])) for m in names]
 
-    acc_base, ece_base = point(base_conf, base_corr)
-    acc_cand, ece_cand = point(cand_conf, cand_corr)
-    rng = bootstrap_rng(settings["seed"], base_method, cand_method, task)
-    d_acc, d_ece = paired_bootstrap(base_conf, base_corr, cand_conf, cand_corr, bins, equal_mass,
-                                    settings["n_boot"], rng)
-    acc_drop_lb = lower_bound(-d_acc, settings["alpha"])
-    ece_rise_lb = lower_bound(d_ece, settings["alpha"])
-    return GateRow(base_method, cand_method, task, seeds, int(base_conf.shape[1]), acc_base, acc_cand, ece_base,
-                   ece_cand, acc_drop_lb, ece_rise_lb,
-                   acc_regression=acc_drop_lb > settings["max_acc_drop"] + _TIE,
-                   ece_regression=ece_rise_lb > settings["max_ece_rise"] + _TIE)
+    (acc_base, cal_base), (acc_cand, cal_cand) = point(base), point(cand)
+    rng = bootstrap_rng(settings.seed, base_method, cand_method, task)
+    diffs = paired_bootstrap(base, cand, names, bins, equal_mass, settings.n_boot, rng)
+    drops, rises = -diffs["acc"], diffs[cal]
+    return GateRow(base_method, cand_method, task, seeds, int(base[0].conf.size), acc_base, acc_cand, cal_base,
+                   cal_cand, lower_bound(drops, settings.alpha), lower_bound(rises, settings.alpha),
+                   acc_p=float(np.mean(drops <= settings.max_acc_drop + _TIE)),
+                   cal_p=float(np.mean(rises <= settings.max_cal_rise + _TIE)), calibration_metric=cal)
 
 
-def _aligned(base: list, cand: list, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(seeds, n) confidence and correctness arrays of both runs over the example ids every frame has, sorted."""
+def _aligned(base: list, cand: list, where: str):
+    """Both runs' predictions over the example ids every frame has, sorted, as one `Columns` per seed each."""
     frames = [df.set_index("example_id") for df in base + cand]
     for df in frames:
         if not df.index.is_unique:
@@ -292,9 +325,8 @@ def _aligned(base: list, cand: list, where: str) -> tuple[np.ndarray, np.ndarray
     for b, c in zip(frames[:half], frames[half:]):  # seed by seed
         if not np.array_equal(b.loc[ids, "gold"].to_numpy(), c.loc[ids, "gold"].to_numpy()):
             raise NotComparable(f"{where}: the same example ids have different gold answers in the two runs")
-    conf = np.stack([df.loc[ids, "confidence"].to_numpy(dtype=float) for df in frames])
-    corr = np.stack([df.loc[ids, "correct"].to_numpy(dtype=float) for df in frames])
-    return conf[:half], corr[:half], conf[half:], corr[half:]
+    columns = [_columns(df.loc[ids].reset_index()) for df in frames]
+    return columns[:half], columns[half:]
 
 
 def bootstrap_rng(seed: int, base_method: str, cand_method: str, task: str) -> np.random.Generator:
@@ -305,12 +337,17 @@ def bootstrap_rng(seed: int, base_method: str, cand_method: str, task: str) -> n
 # ----------------------------------------------------------------------------------------------- output
 
 
-def describe_rule(settings: dict) -> str:
+def describe_rule(settings: GateSettings) -> str:
     """The rule in words, with the numbers in use (for the table header and `--help`)."""
-    level = f"{100 * (1 - settings['alpha']):g}"
-    return (f"regression = the {level}% one-sided paired-bootstrap lower bound (lb, {settings['n_boot']} resamples) "
-            f"of the accuracy drop exceeds {_pct(settings['max_acc_drop'])} points, or that of the ECE rise "
-            f"exceeds {_pct(settings['max_ece_rise'])} points")
+    level = f"{100 * (1 - settings.alpha):g}"
+    tests = (f"{level}% one-sided paired-bootstrap lower bound (lb, {settings.n_boot} resamples) of the accuracy "
+             f"drop exceeds {_pct(settings.max_acc_drop)} points, or that of the {settings.calibration_metric} rise "
+             f"exceeds {_pct(settings.max_cal_rise)} points")
+    if settings.correction == "none":
+        return f"regression = the {tests} (each cell on its own: no correction for the number of cells)"
+    return (f"regression = Holm's step-down at {settings.alpha:g} over all cells' p-values (p = share of resampled "
+            f"differences within tolerance) of the tests 'the {tests}', so the chance of any false flag in the "
+            f"run is at most {settings.alpha:g}")
 
 
 def format_gate(result: GateResult) -> str:
@@ -320,13 +357,14 @@ def format_gate(result: GateResult) -> str:
     ctx = result.context
     binning = f"{ctx['bins']} {'equal-mass' if ctx['equal_mass'] else 'equal-width'} bins"
     lines = [f"gate: candidate {result.candidate} vs baseline {result.baseline} "
-             f"(suite {ctx['suite']}, {ctx['scoring']} scoring, ECE over {binning})",
+             f"(suite {ctx['suite']}, {ctx['scoring']} scoring, binned estimators over {binning})",
              describe_rule(result.settings) + "; values in %", ""]
-    header = ["method", "task", "seeds", "n", "acc base", "acc cand", "drop", "drop lb",
-              "ece base", "ece cand", "rise", "rise lb", "verdict"]
+    cal = result.settings.calibration_metric
+    header = ["method", "task", "seeds", "n", "acc base", "acc cand", "drop", "drop lb", "p",
+              f"{cal} base", f"{cal} cand", "rise", "rise lb", "p", "verdict"]
     body = [[row.method, row.task, ",".join(map(str, row.seeds)), str(row.n),
-             _pct(row.acc_base), _pct(row.acc_cand), _pct(row.acc_drop), _pct(row.acc_drop_lb),
-             _pct(row.ece_base), _pct(row.ece_cand), _pct(row.ece_rise), _pct(row.ece_rise_lb),
+             _pct(row.acc_base), _pct(row.acc_cand), _pct(row.acc_drop), _pct(row.acc_drop_lb), f"{row.acc_p:.3f}",
+             _pct(row.cal_base), _pct(row.cal_cand), _pct(row.cal_rise), _pct(row.cal_rise_lb), f"{row.cal_p:.3f}",
              f"REGRESSION ({row.failed})" if row.regression else "ok"] for row in result.rows]
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     for cells in [header] + body:

@@ -1,6 +1,7 @@
 """The regression gate on small hand-built run directories (manifest.json + prediction parquets): no model needed."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -93,12 +94,12 @@ def base(tmp_path) -> Path:
 
 
 def test_a_run_gated_against_itself_passes_with_zero_differences(base):
-    result = compare_runs(base, base, max_acc_drop=0.0, max_ece_rise=0.0)  # even with no tolerance at all
+    result = compare_runs(base, base, max_acc_drop=0.0, max_cal_rise=0.0)  # even with no tolerance at all
     assert result.exit_code == 0 and result.reason == ""
     assert {(r.method, r.task) for r in result.rows} == {(m, t) for m in ("finetune", "kd") for t in TASKS}
     for row in result.rows:
         assert row.seeds == (0, 1) and row.n == N
-        assert row.acc_drop == row.ece_rise == row.acc_drop_lb == row.ece_rise_lb == 0.0
+        assert row.acc_drop == row.cal_rise == row.acc_drop_lb == row.cal_rise_lb == 0.0
         assert not row.regression
     assert "PASS" in format_gate(result)
 
@@ -107,7 +108,7 @@ def test_examples_are_paired_by_id_not_by_row_order(tmp_path, base):
     shuffled = {key: df.sample(frac=1.0, random_state=7) for key, df in base_cells().items()}
     result = compare_runs(base, write_run(tmp_path / "cand", shuffled))
     assert result.exit_code == 0
-    assert all(r.acc_drop == r.ece_rise == r.acc_drop_lb == r.ece_rise_lb == 0.0 for r in result.rows)
+    assert all(r.acc_drop == r.cal_rise == r.acc_drop_lb == r.cal_rise_lb == 0.0 for r in result.rows)
 
 
 def test_degraded_predictions_fail_naming_the_regressing_cell(tmp_path, base):
@@ -118,7 +119,7 @@ def test_degraded_predictions_fail_naming_the_regressing_cell(tmp_path, base):
     assert result.exit_code == 1
     assert [(r.method, r.task) for r in result.regressions] == [("kd", "task_b")]
     (row,) = result.regressions
-    assert row.acc_regression and row.ece_regression and row.acc_drop > 0.2 and row.acc_drop_lb > 0.01
+    assert row.acc_regression and row.cal_regression and row.acc_drop > 0.2 and row.acc_drop_lb > 0.01
     text = format_gate(result)
     assert "FAIL: 1 of 4 cells regress: kd/task_b (acc, ece)" in text and "REGRESSION (acc, ece)" in text
 
@@ -132,7 +133,7 @@ def test_a_calibration_only_regression_fails_on_ece(tmp_path, base):
     assert result.exit_code == 1
     (row,) = result.regressions
     assert (row.method, row.task, row.failed) == ("finetune", "task_a", "ece")
-    assert row.acc_drop == 0.0 and row.ece_rise_lb > 0.01
+    assert row.acc_drop == 0.0 and row.cal_rise_lb > 0.01
 
 
 def test_a_small_improvement_passes(tmp_path, base):
@@ -146,9 +147,9 @@ def test_the_tolerances_decide_how_big_a_drop_fails(tmp_path, base):
     cells = {key: degrade(df, flips=12) for key, df in base_cells().items()}  # 6 points of accuracy
     cand = write_run(tmp_path / "cand", cells)
     assert compare_runs(base, cand).exit_code == 1
-    assert compare_runs(base, cand, max_acc_drop=0.1, max_ece_rise=0.1).exit_code == 0
+    assert compare_runs(base, cand, max_acc_drop=0.1, max_cal_rise=0.1).exit_code == 0
     one = {key: degrade(df, flips=1) for key, df in base_cells().items()}  # half a point: within noise
-    assert compare_runs(base, write_run(tmp_path / "one", one), max_ece_rise=0.1).exit_code == 0
+    assert compare_runs(base, write_run(tmp_path / "one", one), max_cal_rise=0.1).exit_code == 0
 
 
 # ------------------------------------------------------------------------------------- the bootstrap itself
@@ -172,8 +173,8 @@ def test_the_bound_matches_a_plain_loop_over_resamples(tmp_path):
         rises.append(np.mean([ece(y.confidence, y.correct, bins=7) - ece(x.confidence, x.correct, bins=7)
                               for x, y in zip(b, c)]))
     assert row.acc_drop_lb == pytest.approx(np.quantile(drops, 0.1), abs=1e-12)
-    assert row.ece_rise_lb == pytest.approx(np.quantile(rises, 0.1), abs=1e-12)
-    assert row.ece_rise == pytest.approx(np.mean([ece(cand_frames[s].confidence, cand_frames[s].correct, bins=7)
+    assert row.cal_rise_lb == pytest.approx(np.quantile(rises, 0.1), abs=1e-12)
+    assert row.cal_rise == pytest.approx(np.mean([ece(cand_frames[s].confidence, cand_frames[s].correct, bins=7)
                                                   - ece(base_frames[s].confidence, base_frames[s].correct, bins=7)
                                                   for s in seeds]), abs=1e-12)
 
@@ -201,7 +202,7 @@ def test_equal_mass_binning_is_taken_from_the_run(tmp_path):
     def rise(**binning):
         return ece(cand_df.confidence, cand_df.correct, **binning) - ece(base_df.confidence, base_df.correct, **binning)
 
-    assert row.ece_rise == pytest.approx(rise(equal_mass=True), abs=1e-12)
+    assert row.cal_rise == pytest.approx(rise(equal_mass=True), abs=1e-12)
     assert rise(equal_mass=True) != pytest.approx(rise(equal_mass=False))  # so the test can tell them apart
 
 
@@ -314,9 +315,10 @@ def test_cli_help_states_the_rule_and_defaults_match_the_module():
     result = CliRunner().invoke(cli.app, ["gate", "--help"])
     text = " ".join(result.stdout.split())  # rich wraps the help to the terminal's width
     assert result.exit_code == 0 and "Exit 0: no regression, 1: regression, 2: not comparable" in text
-    assert "a cell regresses when either bound exceeds its tolerance" in text
+    assert "Holm's step-down over all cells keeps the chance of any false flag in the run at alpha" in text
     params = inspect.signature(cli.gate).parameters
-    assert {k: params[k].default.default for k in gate.DEFAULTS} == gate.DEFAULTS
+    defaults = dataclasses.asdict(gate.DEFAULTS)
+    assert {k: params[k].default.default for k in defaults} == defaults
 
 
 def test_bad_input_through_the_real_command_is_one_line_exit_2(tmp_path, base):
@@ -331,4 +333,48 @@ def test_bad_input_through_the_real_command_is_one_line_exit_2(tmp_path, base):
 @pytest.mark.parametrize("seed", [-1, 1.5, True])
 def test_a_bad_bootstrap_seed_is_a_user_error(seed):
     with pytest.raises(UserError, match="--seed must be a non-negative integer"):
-        gate._check_settings(0.01, 0.01, 0.05, 10, seed)
+        gate.GateSettings(seed=seed).checked()
+
+
+# ------------------------------------------------------------------------------- many cells: the run-level rate
+
+
+def test_holm_holds_the_chance_of_failing_an_unchanged_candidate_near_alpha_where_per_cell_tests_do_not():
+    """100 synthetic gate runs of 20 cells whose candidate is drawn from the same model as the baseline, gated
+    at tolerance 0 (the edge of the null, where a per-cell test flags about alpha of the cells)."""
+    rng = np.random.default_rng(7)
+    settings = {"max_acc_drop": 0.0}
+    failed = {"none": 0, "holm": 0}
+    for _ in range(100):
+        rows = []
+        for _ in range(20):
+            base, cand = (rng.random(N) < 0.7 for _ in range(2))
+            idx = rng.integers(0, N, size=(400, N))
+            drops = base[idx].mean(axis=1) - cand[idx].mean(axis=1)
+            rows.append(gate.GateRow("m", "m", "t", (0,), N, base.mean(), cand.mean(), 0.1, 0.1,
+                                     float(np.quantile(drops, 0.05)), -1.0, acc_p=float(np.mean(drops <= 1e-12)),
+                                     cal_p=1.0, calibration_metric="ece"))
+        for correction in failed:
+            decided = gate.decide(rows, gate.GateSettings(correction=correction, **settings))
+            failed[correction] += any(row.regression for row in decided)
+    assert failed["none"] > 40  # 1 - 0.95^20 = 64% expected
+    assert failed["holm"] <= 10  # at most 5% expected; P(more than 10 of 100 | 5%) < 1.2%
+
+
+def test_the_calibration_metric_is_the_one_named(tmp_path):
+    from trustbench.harness.metrics import smooth_ece
+
+    base_df = predictions(seed=2)
+    cand_df = degrade(base_df, flips=20)
+    base = write_run(tmp_path / "b", {("m", "task_a", 0): base_df})
+    cand = write_run(tmp_path / "c", {("m", "task_a", 0): cand_df})
+    (row,) = compare_runs(base, cand, n_boot=50, calibration_metric="smece").rows
+    assert row.cal_rise == pytest.approx(smooth_ece(cand_df.confidence, cand_df.correct)[0]
+                                         - smooth_ece(base_df.confidence, base_df.correct)[0], abs=1e-12)
+    assert row.cal_rise != pytest.approx(compare_runs(base, cand, n_boot=50).rows[0].cal_rise)
+    text = format_gate(compare_runs(base, cand, n_boot=50, calibration_metric="classwise_ece"))
+    assert "classwise_ece base" in text and "classwise_ece cand" in text
+    with pytest.raises(UserError, match="--calibration-metric 'acc' is not a calibration error"):
+        compare_runs(base, cand, calibration_metric="acc")
+    with pytest.raises(UserError, match="--correction 'bonferroni'"):
+        compare_runs(base, cand, correction="bonferroni")

@@ -11,6 +11,7 @@ from trustbench.harness import metrics as M
 from trustbench.harness import statistics as S
 from trustbench.harness.statistics import CELL_METRICS as METRICS, _rng, bootstrap, interval
 from trustbench.reports.results import diagnostics
+from metric_loop import every_metric
 from synthetic_runs import synthetic_predictions
 
 SEEDS = (0, 1, 2)
@@ -37,17 +38,13 @@ def test_the_vectorised_bootstrap_equals_a_plain_loop():
         examples = _rng("examples", "t", 40).integers(0, 40, size=(n_boot, 40))
         picks = _rng("seeds", *SEEDS).integers(0, 3, size=(n_boot, 3))
 
-        def value(frame, metric):
-            conf, corr = frame["confidence"].to_numpy(), frame["correct"].to_numpy()
-            return {"acc": M.accuracy(corr), "ece": M.ece(conf, corr, bins=5), "conf_gap": M.conf_gap(conf, corr),
-                    "brier": M.brier(list(frame["probs"]), frame["gold"]),
-                    "macro_f1": M.macro_f1(frame["pred"], frame["gold"])}[metric]
-
+        loops = [[every_metric(ordered[j].iloc[examples[b]], bins=5, equal_mass=False) for j in picks[b]]
+                 for b in range(n_boot)]
+        points = [every_metric(f, bins=5, equal_mass=False) for f in ordered]
         for metric in METRICS:
-            loop = [np.mean([value(ordered[j].iloc[examples[b]], metric) for j in picks[b]]) for b in range(n_boot)]
+            loop = [np.mean([got[metric] for got in loops[b]]) for b in range(n_boot)]
             np.testing.assert_allclose(draws.values[method, "t"][metric], loop, atol=1e-12)
-            assert draws.point[method, "t"][metric] == pytest.approx(np.mean([value(f, metric) for f in ordered]))
-
+            assert draws.point[method, "t"][metric] == pytest.approx(np.mean([p[metric] for p in points]))
 
 def test_every_method_shares_the_resamples_so_a_difference_with_itself_is_exactly_zero():
     twin = {**CELLS, ("kd_copy", "t"): CELLS["kd", "t"]}
@@ -145,3 +142,20 @@ def test_a_cell_is_at_chance_pooled_over_seeds_not_seed_by_seed():
     assert results["acc_lo"].le(results["majority"]).any()  # the per-seed reading would have said "at chance"
     assert S.cell_at_chance(draws, "m", ["t"], {"t": 0.33})
     assert not S.cell_at_chance(draws, "m", ["t"], {})  # no majority rate: not judged
+
+
+HOLM_CASES = [
+    # sorted: .005 <= .05/4, .01 <= .05/3, .03 > .05/2: the step-down stops there, .04 is not reached
+    ([0.01, 0.04, 0.03, 0.005], [True, False, False, True]),
+    ([0.06], [False]),
+    ([0.049], [True]),
+    # a NaN p-value counts in the family and is never rejected: .02 <= .05/2
+    ([0.02, float("nan")], [True, False]),
+    ([0.0, 0.0, 0.0], [True, True, True]),
+    ([], []),
+]
+
+
+@pytest.mark.parametrize("p_values, rejected", HOLM_CASES)
+def test_holm_step_down_table(p_values, rejected):
+    assert S.holm(p_values, 0.05).tolist() == rejected

@@ -146,8 +146,13 @@ def gate(
     baseline: Path = typer.Argument(..., help="the reference run directory (written by `trustbench run`)"),
     candidate: Path = typer.Argument(..., help="the run directory to check against it"),
     max_acc_drop: float = typer.Option(0.01, help="tolerated accuracy drop, a fraction (0.01 = one point)"),
-    max_ece_rise: float = typer.Option(0.01, help="tolerated ECE rise, a fraction (0.01 = one point)"),
-    alpha: float = typer.Option(0.05, help="one-sided level: the bound is the alpha-quantile of the bootstrap"),
+    max_cal_rise: float = typer.Option(0.01, "--max-cal-rise", "--max-ece-rise",
+                                       help="tolerated rise of the calibration metric, a fraction (0.01 = one point)"),
+    calibration_metric: str = typer.Option("ece", help="the calibration error gated: ece, mce, rms_ce, debiased_ce, "
+                                                       "ece_sweep, smece, classwise_ece, mcb, brier or nll"),
+    correction: str = typer.Option("holm", help="holm: the chance of any false flag in the run is at most alpha; "
+                                                "none: each cell on its own at alpha"),
+    alpha: float = typer.Option(0.05, help="one-sided level"),
     n_boot: int = typer.Option(2000, help="paired bootstrap resamples"),
     seed: int = typer.Option(0, help="bootstrap seed (the verdict is deterministic for a seed)"),
     methods: Optional[str] = typer.Option(None, help="gate only these methods, comma-separated: NAME, or "
@@ -157,14 +162,16 @@ def gate(
     """Is CANDIDATE worse than BASELINE? Exit 0: no regression, 1: regression, 2: not comparable.
 
     For each (method, task) both runs scored, a paired bootstrap over the shared test examples (and shared seeds)
-    gives a one-sided lower bound of the accuracy drop and of the ECE rise; a cell regresses when either bound
-    exceeds its tolerance. The runs must share the suite settings (suite hash), the scoring mode and the test
+    tests whether the accuracy drop or the calibration metric's rise exceeds its tolerance; Holm's step-down over
+    all cells keeps the chance of any false flag in the run at alpha (--correction none: each cell at alpha). The
+    runs must share the suite settings (suite hash), the scoring mode and the test
     examples of every gated task; otherwise the reason is printed and the exit code is 2.
     """
     from trustbench.reports.gate import NOT_COMPARABLE, compare_runs, format_gate, parse_method_pairs
 
-    result = compare_runs(baseline, candidate, max_acc_drop=max_acc_drop, max_ece_rise=max_ece_rise, alpha=alpha,
-                          n_boot=n_boot, seed=seed, methods=parse_method_pairs(methods))
+    result = compare_runs(baseline, candidate, methods=parse_method_pairs(methods), max_acc_drop=max_acc_drop,
+                          max_cal_rise=max_cal_rise, calibration_metric=calibration_metric, correction=correction,
+                          alpha=alpha, n_boot=n_boot, seed=seed)
     if result.exit_code == NOT_COMPARABLE:
         typer.echo(f"not comparable: {result.reason}", err=True)
     else:
