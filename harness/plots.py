@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from trustbench.harness.cache import atomic_path
-from trustbench.harness.calibration import TS_SUFFIX, apply_temperature
+from trustbench.harness.calibration import base_method, fit_recalibrations, recalibrated
 from trustbench.harness.registry import FIGURES, TABLES
 from trustbench.harness.store import Manifest, RunDir, read_cell
 
@@ -102,20 +103,20 @@ def draw_reliability(ax, axc, predictions: pd.DataFrame, title: str, bins: int =
     axc.grid(True, axis="y", linewidth=0.3, alpha=0.5)
 
 
-def pooled_predictions(run: RunDir, results: pd.DataFrame, method: str, task: str) -> pd.DataFrame:
-    """All seeds' test predictions of one method x task; `X+ts` applies each seed's fitted temperature."""
+def pooled_predictions(run: RunDir, results: pd.DataFrame, method: str, task: str, fits=None) -> pd.DataFrame:
+    """All seeds' test predictions of one method x task; `X+ts` and `X+iso` apply each seed's recalibration
+    (`fits`, from `fit_recalibrations`: fitted here when not given)."""
     files = run.cells("test")
-    base = method.removesuffix(TS_SUFFIX)
+    base = base_method(method)
+    if fits is None and base != method:
+        fits = fit_recalibrations(run, run.load())
     rows = results[(results["method"] == method) & (results["task"] == task)].sort_values("seed")
     frames = []
     for _, row in rows.iterrows():
         path = files.get((base, task, int(row["seed"])))
         if path is None:
             continue
-        frame = read_cell(path)
-        if method.endswith(TS_SUFFIX):
-            frame = apply_temperature(frame, float(row["temperature"]))
-        frames.append(frame)
+        frames.append(recalibrated(read_cell(path), method, (fits or {}).get((base, int(row["seed"])))))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -128,7 +129,12 @@ class RunView:
     results: pd.DataFrame
 
     def predictions(self, method: str, task: str) -> pd.DataFrame:
-        return pooled_predictions(self.run, self.results, method, task)
+        return pooled_predictions(self.run, self.results, method, task, self.fits)
+
+    @cached_property
+    def fits(self) -> dict:
+        """The run's recalibrations, fitted once per view."""
+        return fit_recalibrations(self.run, self.manifest)
 
     def records(self, key: str) -> dict[str, dict]:
         """Per method, the record `key` its first seed stored (`ctx.record(key, value)` in its recipe)."""

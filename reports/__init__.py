@@ -76,18 +76,20 @@ def _figures(source: RunDir, out: Path, manifest: Manifest, results) -> list[Pat
 def _frames(run_dirs: list[Path], results):
     """`frame_of(method, task, seed)`: a results row's test predictions (with its temperature for an `X+ts` row),
     from whichever run holds the cell (a cell two merged runs hold is the same in both: the merge checked)."""
-    from trustbench.harness.calibration import TS_SUFFIX, apply_temperature
+    from trustbench.harness.calibration import base_method, fit_recalibrations, recalibrated
     from trustbench.harness.store import read_cell
 
     cells = {}
     for run in map(RunDir, run_dirs):
         for key, path in run.cells("test").items():
             cells.setdefault(key, path)
-    temperatures = results.set_index(["method", "task", "seed"])["temperature"].to_dict()
+    fits = {}
+    for run in map(RunDir, reversed(run_dirs)):  # a cell's fit from the run its predictions come from
+        fits.update(fit_recalibrations(run, run.load()))
 
     def frame_of(method: str, task: str, seed: int):
-        frame = read_cell(cells[method.removesuffix(TS_SUFFIX), task, seed])
-        return apply_temperature(frame, temperatures[method, task, seed]) if method.endswith(TS_SUFFIX) else frame
+        base = base_method(method)
+        return recalibrated(read_cell(cells[base, task, seed]), method, fits.get((base, seed)))
 
     return frame_of
 
@@ -142,12 +144,12 @@ def chance_warnings(run_dir) -> list[str]:
     the task's majority rate, or whose predictions are mostly one answer: numbers that carry no signal."""
     import pandas as pd
 
-    from trustbench.harness.calibration import TS_SUFFIX
+    from trustbench.harness.calibration import is_recalibrated
 
     manifest = RunDir(run_dir).load()
     references = {name for name, entry in manifest.methods.items() if entry.reference}
     results = pd.read_csv(Path(run_dir) / "results.csv")
-    flagged = results[~results["method"].str.endswith(TS_SUFFIX) & ~results["method"].isin(references)
+    flagged = results[~results["method"].map(is_recalibrated) & ~results["method"].isin(references)
                       & (results["at_chance"] | results["collapsed"])]
     lines = []
     for row in flagged.itertuples(index=False):

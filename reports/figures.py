@@ -69,7 +69,7 @@ def write_figures(run_dir: str | Path | RunDir, results: pd.DataFrame, formats: 
             if fig is not None:
                 out += [save_figure(fig, run.figures_dir / f"{name}.{fmt}") for fmt in formats]
     for method, task in sorted(set(zip(results["method"], results["task"]))):
-        predictions = pooled_predictions(run, results, method, task)
+        predictions = view.predictions(method, task)
         if predictions.empty:
             continue
         seeds = sorted(set(results[(results["method"] == method) & (results["task"] == task)]["seed"]))

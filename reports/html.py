@@ -15,9 +15,10 @@ import pandas as pd
 
 from trustbench.harness.metrics import METRICS
 from trustbench.harness.store import Manifest, TaskEntry
+from trustbench.reports.compare import HEADLINE
 from trustbench.reports.figures import figure_name
-from trustbench.reports.leaderboard import (FOOTNOTE, RANKING, REFERENCE, format_cell, header_line, marks, suite_name,
-                                 task_columns, titles)
+from trustbench.reports.leaderboard import (FOOTNOTE, MARKS, RANKING, REFERENCE, format_cell, header_line, marks,
+                                            suite_name, task_columns, titles)
 
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 CSS = """
@@ -146,9 +147,10 @@ def comparison_html(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
     rows = []
-    for r in table.itertuples(index=False):
+    for r in table[table["metric"].isin(HEADLINE)].itertuples(index=False):
         ci = f" [{100 * r.diff_lo:+.1f}, {100 * r.diff_hi:+.1f}]" if math.isfinite(r.diff_lo) else ""
-        cells = [f"<td>{_esc(v)}</td>" for v in (r.method, r.domain, r.metric)] + [
+        metric = r.metric + (MARKS["small_sample"] if r.small_sample else "")
+        cells = [f"<td>{_esc(v)}</td>" for v in (r.method, r.domain, metric)] + [
             _num(r.tasks, str(r.tasks)), _num(r.seeds, str(r.seeds)),
             _num(r.method_mean, f"{100 * r.method_mean:.1f}"), _num(r.reference_mean, f"{100 * r.reference_mean:.1f}"),
             _num(r.diff, f"{100 * r.diff:+.1f}{ci}"), _num(r.relative_pct, f"{r.relative_pct:+.1f}%")]
@@ -158,7 +160,9 @@ def comparison_html(table: pd.DataFrame) -> str:
     return "\n".join(["<h2>Against finetune</h2>",
                       "<p>Each method minus finetune, averaged over the tasks of the domain both scored. The CI is a "
                       "paired bootstrap over test examples and seeds (the same resamples for both methods). "
-                      "Relative: the difference as a percentage of finetune's value. Also in "
+                      "Relative: the difference as a percentage of finetune's value. "
+                      f"{MARKS['small_sample']}: fewer than 300 test predictions per seed in a task of the domain. "
+                      f"Shown: {', '.join(HEADLINE)}; every metric of the results table is in "
                       "<code>comparison.csv</code>.</p>",
                       _table("comparison", head, rows)])
 

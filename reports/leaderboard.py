@@ -8,7 +8,8 @@ shares, so a difference between two rows is paired, and ID and OOD averages are 
 
 Cells that carry no signal are marked: `MARKS["at_chance"]` where the accuracy's 95% lower bound does not clear
 the task's majority rate, `MARKS["collapsed"]` where 90% or more of the predictions are one answer, and
-`MARKS["oracle"]` on a reference row whose prior comes from the scored split itself. Reference rows (the prior)
+`MARKS["oracle"]` on a reference row whose prior comes from the scored split itself; `MARKS["small_sample"]` on a
+calibration estimate from fewer than 300 predictions per seed. Reference rows (the prior)
 are ranked with the others, labelled as references, and never marked best.
 
 Ranking rule (`RANKING`): rows are ordered by the Brier score averaged over the ID average and the OOD average
@@ -22,29 +23,32 @@ import math
 
 import pandas as pd
 
-from trustbench.harness.calibration import TS_SUFFIX
-from trustbench.harness.statistics import Draws, at_chance, collapsed, interval
+from trustbench.harness.calibration import SUFFIXES, base_method
+from trustbench.harness.statistics import SAMPLE_SENSITIVE, SMALL_SAMPLE, Draws, at_chance, collapsed, interval, \
+    small_sample
 
 MISSING = "–"
 BOUNDS = {"acc": (0.0, 1.0), "ece": (0.0, 1.0), "mce": (0.0, 1.0), "auroc": (0.0, 1.0), "aurc": (0.0, 1.0),
-          "brier": (0.0, 2.0), "conf_gap": (-1.0, 1.0), "macro_f1": (0.0, 1.0)}
-SHOWN = ("acc", "ece", "brier", "conf_gap", "macro_f1")  # the leaderboard's metrics, in table order
-BEST = {"acc": max, "ece": min, "brier": min, "conf_gap": lambda values: min(values, key=abs), "macro_f1": max}
+          "brier": (0.0, 2.0), "conf_gap": (-1.0, 1.0), "macro_f1": (0.0, 1.0), "smece": (0.0, 1.0)}
+SHOWN = ("acc", "ece", "smece", "brier", "conf_gap", "macro_f1")  # the leaderboard's metrics, in table order
+BEST = {"acc": max, "ece": min, "smece": min, "brier": min, "conf_gap": lambda values: min(values, key=abs),
+        "macro_f1": max}
 AVERAGES = {"id": "ID avg", "ood": "OOD avg"}
-MARKS = {"at_chance": "†", "collapsed": "‡", "oracle": "°"}
+MARKS = {"at_chance": "†", "collapsed": "‡", "oracle": "°", "small_sample": "§"}
 REFERENCE = " (reference)"  # after a reference row's name
 FRAME_COLUMNS = ["rank", "method", "task", "domain", "metric", "mean", "lo", "hi", "n_seeds", "best", "reference",
-                 "at_chance", "collapsed", "oracle"]
+                 "at_chance", "collapsed", "oracle", "small_sample"]
 RANKING = ("Rows are ranked by the Brier score averaged over `ID avg` and `OOD avg` (lower first; a proper "
            "scoring rule, so accuracy and calibration both count), ties broken by the same average of accuracy.")
 
 
 def method_order(methods) -> list[str]:
-    """`teacher` first, then the others alphabetically, each `X+ts` right after `X` (the ranking's last tie-break)."""
+    """`teacher` first, then the others alphabetically, each `X+ts` and `X+iso` right after `X` (the ranking's last
+    tie-break)."""
 
     def key(m: str):
-        base = m[: -len(TS_SUFFIX)] if m.endswith(TS_SUFFIX) else m
-        return (base != "teacher", base, m.endswith(TS_SUFFIX))
+        base = base_method(m)
+        return (base != "teacher", base, ("", *SUFFIXES).index(m[len(base):]))
 
     return sorted(set(methods), key=key)
 
@@ -60,11 +64,12 @@ def task_columns(results: pd.DataFrame, tasks: dict) -> tuple[list[str], list[st
 def _flags(rows: pd.DataFrame, acc_lo: float) -> dict:
     """A method x task's marks, over its seeds: at chance by the cell's accuracy interval against the majority rate,
     collapsed by the mean share of the most frequent prediction, oracle when any seed's row is one."""
+    small = {"small_sample": small_sample(int(rows["n"].min())) if len(rows) and "n" in rows else False}
     if rows.empty or "majority" not in rows:
-        return {"at_chance": False, "collapsed": False, "oracle": False}
+        return {"at_chance": False, "collapsed": False, "oracle": False, **small}
     return {"at_chance": at_chance(acc_lo, rows["majority"].max()) if math.isfinite(acc_lo) else False,
             "collapsed": collapsed(rows["top_share"].mean()),
-            "oracle": bool(rows["oracle"].any())}
+            "oracle": bool(rows["oracle"].any()), **small}
 
 
 def _numbers(point: float, values, metric: str) -> dict:
@@ -122,7 +127,7 @@ def leaderboard_frame(results: pd.DataFrame, tasks: dict, draws: Draws, referenc
     rows = []
     for method in method_order(results["method"]):
         mine = results[results["method"] == method]
-        reference = method.removesuffix(TS_SUFFIX) in set(references)
+        reference = base_method(method) in set(references)
         for domain, names in (("id", id_tasks), ("ood", ood_tasks)):
             flags = {}
             for task in names:
@@ -142,7 +147,8 @@ def leaderboard_frame(results: pd.DataFrame, tasks: dict, draws: Draws, referenc
                     numbers = _numbers(*average, metric) if average else _numbers(math.nan, None, metric)
                     rows.append({"method": method, "task": AVERAGES[domain], "domain": domain, "metric": metric,
                                  **numbers, "n_seeds": int(mine.loc[mine["task"].isin(names), "seed"].nunique()),
-                                 "reference": reference, "at_chance": False, "collapsed": False, "oracle": False})
+                                 "reference": reference, "at_chance": False, "collapsed": False, "oracle": False,
+                                 "small_sample": any(flags[task]["small_sample"] for task in names)})
     frame = pd.DataFrame(rows, columns=[c for c in FRAME_COLUMNS if c not in ("rank", "best")])
     # a metric no cell has (macro-F1 on open answers only) gets no table
     frame = frame[frame.groupby("metric")["mean"].transform(lambda v: v.notna().any())]
@@ -156,8 +162,11 @@ def leaderboard_frame(results: pd.DataFrame, tasks: dict, draws: Draws, referenc
 
 
 def marks(row: dict) -> str:
-    """The marks of a cell: at chance and collapsed (not for reference rows: they are the chance), oracle."""
+    """The marks of a cell: at chance and collapsed (not for reference rows: they are the chance), oracle, and
+    small sample on a calibration estimate (on a results row, which holds every metric, always)."""
     kinds = ["oracle"] if row.get("reference") else ["at_chance", "collapsed", "oracle"]
+    if row.get("metric", "ece") in SAMPLE_SENSITIVE:
+        kinds.append("small_sample")
     return "".join(MARKS[k] for k in kinds if row.get(k))
 
 
@@ -194,6 +203,7 @@ def titles(metrics: dict | None = None, frame: pd.DataFrame | None = None) -> di
     binning = "equal-mass" if metrics.get("equal_mass") else "equal-width"
     named = {"acc": "Accuracy (%)",
              "ece": f"ECE (%, {int(metrics.get('bins', 10))} {binning} bins; lower is better)",
+             "smece": "Smooth ECE (%, Blasiok & Nakkiran 2023, bandwidth chosen per cell; lower is better)",
              "brier": "Brier score (x100; lower is better; ranks the rows)",
              "conf_gap": "Mean confidence minus accuracy (points; above 0: over-confident)",
              "macro_f1": "Macro-F1 (%, classification tasks; not defined for open answers)"}
@@ -224,9 +234,12 @@ FOOTNOTE = (
     "the metric's range. `ID avg` and `OOD avg` are unweighted means over tasks, resampled as means. "
     f"`{MARKS['at_chance']}`: the accuracy's 95% lower bound does not clear the task's majority rate; "
     f"`{MARKS['collapsed']}`: 90% or more of the predictions are one answer; such a cell carries no signal. "
+    f"`{MARKS['small_sample']}`: a calibration estimate from fewer than {SMALL_SAMPLE} predictions per seed, where "
+    "binned ECE's upward bias is as large as the differences usually reported; read it through its interval. "
     f"`{REFERENCE.strip()}`: the prior, always the most frequent answer with the class frequencies as "
     f"probabilities; `{MARKS['oracle']}`: its frequencies come from the scored split itself (an oracle). "
-    f"`+ts`: after temperature scaling fitted on the ID validation split. `{MISSING}`: not evaluated."
+    f"`+ts`, `+iso`: after temperature scaling, or isotonic regression, fitted on the ID validation split. "
+    f"`{MISSING}`: not evaluated."
 )
 
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from trustbench.harness.calibration import TS_SUFFIX
+from trustbench.harness.calibration import is_recalibrated
 from trustbench.harness.plots import FIGSIZE, RunView, draw_reliability, register_figure
 from trustbench.reports.leaderboard import method_order, task_columns
 
@@ -22,8 +22,8 @@ DOMAIN_STYLE = {"id": ("o", "ID avg"), "ood": ("^", "OOD avg")}
 
 
 def raw_methods(results: pd.DataFrame) -> list[str]:
-    """Methods without temperature scaling, in the leaderboard's order (teacher first)."""
-    return [m for m in method_order(results["method"]) if not m.endswith(TS_SUFFIX)]
+    """Methods without recalibration, in the leaderboard's order (teacher first)."""
+    return [m for m in method_order(results["method"]) if not is_recalibrated(m)]
 
 
 def method_colors(results: pd.DataFrame) -> dict[str, str]:
@@ -33,7 +33,7 @@ def method_colors(results: pd.DataFrame) -> dict[str, str]:
 
 def domain_averages(results: pd.DataFrame) -> pd.DataFrame:
     """Per (raw method, domain): the mean over tasks of each task's seed-mean acc, ece and their CI bounds."""
-    raw = results[~results["method"].str.endswith(TS_SUFFIX)]
+    raw = results[~results["method"].map(is_recalibrated)]
     per_task = raw.groupby(["method", "domain", "task"])[list(AVERAGED)].mean()
     return per_task.groupby(["method", "domain"]).mean()
 

@@ -65,7 +65,7 @@ def _png_size(path) -> tuple[int, int]:
 def test_figures_command_writes_every_figure_in_each_format(drawn):
     run, stdout = drawn
     names = {p.name for p in (run / "figures").iterdir()}
-    methods = [*METHODS, *(m + "+ts" for m in METHODS)]
+    methods = [m + fix for m in METHODS for fix in ("", "+ts", "+iso")]
     stems = [*GENERIC, *(f"reliability_{m}_{t}" for m in methods for t in TASKS)]
     assert names == {f"{stem}.{fmt}" for stem in stems for fmt in ("png", "pdf")}
     assert f"figures: {len(names)} files (png, pdf) in {run / 'figures'}" in stdout

@@ -130,15 +130,15 @@ def test_latex_escapes_odd_names():
 def test_csv_has_the_markdown_numbers(full):
     frame = pd.read_csv(full / "leaderboard.csv")
     assert list(frame.columns) == ["rank", "method", "task", "domain", "metric", "mean", "lo", "hi", "n_seeds",
-                                   "best", "reference", "at_chance", "collapsed", "oracle"]
+                                   "best", "reference", "at_chance", "collapsed", "oracle", "small_sample"]
     tables = _md_tables((full / "leaderboard.md").read_text(encoding="utf-8"))
     headings = dict(zip(SHOWN, tables))
-    assert len(frame) == len(SHOWN) * 4 * (len(TASKS) + 2)
+    assert len(frame) == len(SHOWN) * 6 * (len(TASKS) + 2)  # 2 methods, each raw, +ts and +iso
     for row in frame.to_dict("records"):
         assert format_cell(row) + marks(row) == tables[headings[row["metric"]]][row["method"]][row["task"]]
     for metric in SHOWN:  # the markdown's row order is the rank
         part = frame[frame["metric"] == metric].drop_duplicates("method")
-        assert list(part["method"]) == list(tables[headings[metric]]) and list(part["rank"]) == [1, 2, 3, 4]
+        assert list(part["method"]) == list(tables[headings[metric]]) and list(part["rank"]) == [1, 2, 3, 4, 5, 6]
     assert set(frame["n_seeds"]) == {len(SEEDS)}
 
 

@@ -13,7 +13,7 @@ from trustbench.harness.errors import UserError
 from trustbench.reports import build_report
 from trustbench.harness.statistics import _rng
 from trustbench.reports.leaderboard import leaderboard_frame, render_markdown
-from trustbench.reports.results import COLUMNS, compute_results
+from trustbench.reports.results import COLUMNS, METRICS, compute_results
 from synthetic_runs import manifest_dict, point_draws, write_run
 
 METHODS = {"teacher": (2.0, 1.0), "kd": (1.0, 3.0)}  # name: (skill, sharpness); kd is over-confident
@@ -54,7 +54,7 @@ def test_results_csv_columns_and_rows(built):
     run, _ = built
     df = pd.read_csv(run / "results.csv")
     assert tuple(df.columns) == COLUMNS
-    assert len(df) == len(METHODS) * len(TASKS) * len(SEEDS) * 2  # plain + `+ts`
+    assert len(df) == len(METHODS) * len(TASKS) * len(SEEDS) * 3  # plain, `+ts` and `+iso`
     keys = list(zip(df["method"], df["task"], df["seed"]))
     assert keys == sorted(keys)
     assert set(df["config_hash"]) == {"ab12cd34ef56"} and set(df["suite"]) == {"unit"}
@@ -62,7 +62,7 @@ def test_results_csv_columns_and_rows(built):
     assert ((df["acc_lo"] <= df["acc"] + 1e-12) & (df["acc"] <= df["acc_hi"] + 1e-12)).all()
     assert (df["ece_lo"] <= df["ece_hi"]).all()  # ECE's point estimate may sit outside its percentile CI
     # plain accuracy is exactly the stored per-example correctness
-    plain = df[~df["method"].str.endswith("+ts")]
+    plain = df[~df["method"].str.contains("+", regex=False)]
     for r in plain.itertuples():
         stored = pd.read_parquet(run / "predictions" / "test" / f"{r.method}__{r.task}__s{r.seed}.parquet")
         assert r.acc == pytest.approx(stored["correct"].mean())
@@ -80,13 +80,30 @@ def test_ts_rows_have_temperature_and_same_accuracy(built):
     assert (ts.groupby(["method", "seed"])["temperature"].nunique() == 1).all()
     # the over-confident method is cooled down (T > 1)
     assert (ts[ts["method"] == "kd+ts"]["temperature"] > 1).all()
-    plain = df[~df["method"].str.endswith("+ts")].assign(method=lambda d: d["method"] + "+ts")
-    merged = ts.merge(plain, on=["method", "task", "seed"], suffixes=("", "_plain"))
-    assert len(merged) == len(ts)
+    _same_accuracy_other_calibration(df, "+ts")
+
+
+def _same_accuracy_other_calibration(df: pd.DataFrame, suffix: str) -> None:
+    fixed = df[df["method"].str.endswith(suffix)]
+    plain = df[~df["method"].str.contains("+", regex=False)].assign(method=lambda d: d["method"] + suffix)
+    merged = fixed.merge(plain, on=["method", "task", "seed"], suffixes=("", "_plain"))
+    assert len(merged) == len(fixed)
     assert np.allclose(merged["acc"], merged["acc_plain"])
-    # paired bootstrap: X+ts reuses X's resamples, so the accuracy intervals match too
+    # paired bootstrap: X+ts and X+iso reuse X's resamples, so the accuracy intervals match too
     assert np.allclose(merged["acc_lo"], merged["acc_lo_plain"]) and np.allclose(merged["acc_hi"], merged["acc_hi_plain"])
     assert not np.allclose(merged["ece"], merged["ece_plain"])
+
+
+def test_iso_rows_keep_accuracy_and_fix_the_in_domain_calibration_gap(built):
+    run, _ = built
+    df = pd.read_csv(run / "results.csv")
+    iso = df[df["method"].str.endswith("+iso")]
+    assert sorted(set(iso["method"])) == ["kd+iso", "teacher+iso"] and set(iso["task"]) == set(TASKS)
+    assert iso["temperature"].isna().all()
+    _same_accuracy_other_calibration(df, "+iso")
+    # the over-confident kd: isotonic regression fitted on its ID val split closes most of its ID confidence gap
+    kd = df[(df["task"] == "nli_a") & df["method"].isin(["kd", "kd+iso"])].groupby("method")["conf_gap"].mean()
+    assert abs(kd["kd+iso"]) < abs(kd["kd"]) / 2
 
 
 def test_leaderboard_shape_and_pinned_cell(built):
@@ -99,7 +116,7 @@ def test_leaderboard_shape_and_pinned_cell(built):
     df = pd.read_csv(run / "results.csv")
     brier = df.groupby(["method", "task"])["brier"].mean().groupby("method").mean()  # one task per domain here
     expected_methods = list(brier.sort_values(kind="mergesort").index)
-    assert sorted(expected_methods) == ["kd", "kd+ts", "teacher", "teacher+ts"]
+    assert sorted(expected_methods) == ["kd", "kd+iso", "kd+ts", "teacher", "teacher+iso", "teacher+ts"]
     for heading in ("Accuracy (%)", "ECE (%, 10 equal-width bins; lower is better)", "Brier score",
                     "Mean confidence minus accuracy"):
         table = _table(md, heading)
@@ -163,7 +180,7 @@ def _png_size(path):
 def test_figures_exist_and_are_pngs(built):
     run, _ = built
     figs = sorted((run / "figures").glob("*.png"))
-    want = {f"reliability_{m}_{t}.png" for m in ("teacher", "teacher+ts", "kd", "kd+ts") for t in TASKS}
+    want = {f"reliability_{m}{fix}_{t}.png" for m in ("teacher", "kd") for fix in ("", "+ts", "+iso") for t in TASKS}
     assert {p.name for p in figs} == want | {"reliability_grid.png", "acc_vs_ece.png", "id_to_ood.png"}
     for p in figs:
         if not p.name.startswith("reliability_") or p.name == "reliability_grid.png":
@@ -178,9 +195,9 @@ def test_html_is_self_contained_with_tables_and_images(built):
     assert report == run / "report.html"
     page = report.read_text(encoding="utf-8")
     n_figs = len(list((run / "figures").glob("*.png")))
-    assert page.count('<img src="data:image/png;base64,') == n_figs == 8 + 3  # per cell, and the run's figures
+    assert page.count('<img src="data:image/png;base64,') == n_figs == 12 + 3  # per cell, and the run's figures
     assert "Accuracy (%)" in page and "ECE (%" in page and "All results" in page
-    assert page.count("<table class=\"sortable\"") == 5 + len(TASKS) + 1  # leaderboard metrics, per task, all results
+    assert page.count("<table class=\"sortable\"") == 6 + len(TASKS) + 1  # leaderboard metrics, per task, all results
     assert "<td>kd+ts</td>" in page and "letter" in page and "option-renormalised" in page
     assert pd.__version__ in page  # versions from the manifest
     for external in ("http://", "https://", "<script src", "<link", "@import", "url("):
@@ -213,7 +230,7 @@ def test_the_comparison_reference_is_a_choice(built, tmp_path):
     build_report(run, out=tmp_path / "vs-kd", reference="kd")
     table = pd.read_csv(tmp_path / "vs-kd" / "comparison.csv")
     assert set(table["reference"]) == {"kd"} and set(table["method"]) == {"teacher"}
-    assert set(table["metric"]) == {"acc", "ece", "macro_f1"}
+    assert set(table["metric"]) == set(METRICS)
     with pytest.raises(UserError, match="--reference nosuch: the run has no such method; use one of kd"):
         build_report(run, out=tmp_path / "vs-nosuch", reference="nosuch")
     assert not (tmp_path / "vs-nosuch").exists()
