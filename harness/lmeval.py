@@ -50,16 +50,24 @@ class TrustbenchLM(LM):
         return outputs
 
 
+def choice_loglikelihoods(sample: dict) -> list[float]:
+    """A multiple-choice sample's per-choice log-likelihoods, as lm-eval scores them (`filtered_resps`: one
+    (log-likelihood, is_greedy) pair per choice; strings in a `--log_samples` file, numbers in memory)."""
+    return [float(resp[0]) for resp in sample["filtered_resps"]]
+
+
 def confidences_from_samples(samples: list[dict]) -> list[dict]:
     """Per-doc option probabilities (softmax of the choice log-likelihoods, lm-eval's `acc` view) from the
-    in-memory `results["samples"][task]` of a multiple-choice task."""
+    in-memory `results["samples"][task]` of a multiple-choice task; the prediction is lm-eval's (`np.argmax` of
+    the log-likelihoods: the first of tied maxima)."""
     rows = []
     for sample in samples:
-        lls = np.array([float(resp[0]) for resp in sample["filtered_resps"]])
+        lls = np.array(choice_loglikelihoods(sample))
         probs = np.exp(lls - lls.max())
         probs /= probs.sum()
+        pred = int(lls.argmax())
         rows.append({"doc_id": sample["doc_id"], "gold": sample["target"], "probs": probs.tolist(),
-                     "pred": int(probs.argmax()), "confidence": float(probs.max())})
+                     "pred": pred, "confidence": float(probs[pred])})
     return rows
 
 

@@ -269,7 +269,7 @@ def predictions_frame(examples: Sequence[Example], option_logprobs: Sequence[np.
         probs = np.exp(logprobs - top)
         mass = probs.sum()
         probs = probs / mass
-        pred = int(probs.argmax())
+        pred = int(logprobs.argmax())  # of the scores, not of the rounded probabilities: lm-eval's rule on ties
         row = dict(example_id=example.id, gold=example.gold, pred=pred, confidence=float(probs[pred]),
                    probs=probs.tolist(), correct=pred == example.gold)
         if with_mass:

@@ -1,7 +1,7 @@
 """The run directory: one typed, versioned model of what a run wrote, and the only code that builds its paths.
 
     run_dir/
-      manifest.json                         `Manifest` (schema_version 3): suite, settings, tasks, methods x seeds
+      manifest.json                         `Manifest` (schema_version 4): suite, settings, tasks, methods x seeds
       predictions/<split>/<method>__<task>__s<seed>.parquet   one cell (split: test, or val for ID tasks)
       rounds/<method>/s<seed>/r<i>/         per-round artifacts of methods that work in rounds
       figures/, results.csv, leaderboard.*, report.html       written by reports/
@@ -10,7 +10,8 @@ Each method x seed entry (`SeedRun`: checkpoint, cost, records, the tasks it was
 manifest as soon as the student exists, before its cells are scored: a run killed anywhere after that loses
 nothing, and one killed before it refits from the checkpoint cache. `records` is a generic per method x seed
 mapping: methods write it (`ctx.record(key, value)`), reports and figures read it by key without knowing which
-method wrote it.
+method wrote it. An imported run (`trustbench import lm-eval`) is an ordinary run directory whose manifest also names
+its `source`: the tool that scored it, its version, the model and each task's configuration.
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trustbench.harness.cache import atomic_path, write_json
+from trustbench.harness.cache import atomic_path, stable_hash, write_json
 from trustbench.harness.errors import UserError
 
-SCHEMA = 3
+SCHEMA = 4
 SPLITS = ("test", "val")
 PREDICTION_COLUMNS = ("example_id", "gold", "pred", "confidence", "probs", "correct")
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")  # no `+` (the `+ts` rows), no `/`, no `__`; `@r1`: a round
@@ -85,6 +86,19 @@ class MergedFrom(_Model):
     versions: dict[str, str] = {}
 
 
+class Source(_Model):
+    """Where an imported run's predictions were scored (another tool's logged outputs): what that tool was asked,
+    so the numbers can be traced back. A run trustbench scored itself has none."""
+
+    tool: str  # e.g. lm-eval
+    version: str = ""
+    model: str = ""  # as the tool names it
+    model_args: Any = {}  # the tool's model arguments (lm-eval writes a mapping, older versions a string)
+    path: str = ""  # the file the import read
+    created: str = ""  # when the tool wrote it
+    tasks: dict[str, dict[str, Any]] = {}  # task -> its configuration in the tool (lm-eval: config, n_shot, version)
+
+
 class Manifest(_Model):
     schema_version: int = SCHEMA
     suite: str
@@ -100,6 +114,7 @@ class Manifest(_Model):
     versions: dict[str, str] = {}
     git_revision: str | None = None
     merged_from: list[MergedFrom] = Field(default_factory=list)
+    source: Source | None = None  # set for an imported run only
 
     def records(self, key: str) -> dict[str, Any]:
         """Per method, the record `key` of its first seed that has one (e.g. FIRST's `first`)."""
@@ -212,6 +227,12 @@ class RunDir:
         return path
 
 
+def examples_hash(examples) -> str:
+    """A task's `test_hash`: of the examples scored (ids, prompts, choices, gold), so runs scored on other data do not
+    compare."""
+    return stable_hash([(e.id, e.prompt, e.choices, e.gold) for e in examples])
+
+
 def read_cell(path: str | Path) -> pd.DataFrame:
     """One predictions parquet, checked for the contract's columns and for at least one row."""
     path = Path(path)
@@ -284,7 +305,13 @@ def _migrate_v2(raw: dict) -> dict:
     return raw
 
 
-MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}  # schema version -> the step to the next one
+def _migrate_v3(raw: dict) -> dict:
+    """Schema 3 (before runs were imported from lm-eval): no `source`, as for every run trustbench scores itself."""
+    raw["schema_version"] = 4
+    return raw
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}  # schema version -> the step to the next one
 
 
 def _flat_cache(cache: dict) -> dict:

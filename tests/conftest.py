@@ -57,6 +57,14 @@ def vllm_engine(tiny_path):
     engine.close()
 
 
+@pytest.fixture()
+def local_task(tmp_path):
+    """A folder with `tiny_mc`, a local lm-eval multiple-choice task (lmeval_outputs.DOCS), for --include_path."""
+    from lmeval_outputs import write_task
+
+    return write_task(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def smoke_splits():
     from trustbench import tasks

@@ -4,11 +4,13 @@ untouched)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from lmeval_outputs import DOCS, write_output
 from trustbench.cli import main
 
 SMOKE = ("teacher: tiny-random\nstudent: tiny-random-l1\nbackend: hf\ntasks: [smoke_id]\n"
@@ -69,6 +71,38 @@ def damaged_run(manifest: str):
         (tmp / "out").mkdir()
         (tmp / "out" / "manifest.json").write_text(manifest)
     return setup
+
+
+def lmeval_output(change=None, out: str = "{tmp}/run"):
+    """`trustbench import lm-eval` of an lm-eval output folder that `change(model_folder)` damages."""
+    def setup(tmp: Path) -> None:
+        folder = write_output(tmp / "lmeval")
+        if change:
+            change(folder)
+    return command("import", "lm-eval", "{tmp}/lmeval", "--out", out, setup=setup)
+
+
+def samples_file(folder: Path) -> Path:
+    return next(folder.glob("samples_*.jsonl"))
+
+
+def results_file(folder: Path) -> Path:
+    return next(folder.glob("results_*.json"))
+
+
+def edit_first_sample(edit):
+    def change(folder: Path) -> None:
+        path = samples_file(folder)
+        lines = path.read_text().splitlines()
+        first = json.loads(lines[0])
+        edit(first)
+        path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    return change
+
+
+def generate_until(folder: Path) -> None:
+    write_output(folder.parent, output_type="generate_until")
+    edit_first_sample(lambda s: s.update(filtered_resps=["an answer"]))(folder)
 
 
 CASES = {
@@ -156,6 +190,36 @@ CASES = {
         '"confidence": "c"}}')), "holds a run of suite 'x', not of 'smoke'"),
     "report without a manifest": (command("report", "{tmp}", "--out", "{tmp}/out"), "no run manifest"),
     "gate of a missing run": (command("gate", "{tmp}/a", "{tmp}/b"), "no run manifest"),
+    # lm-eval outputs to import
+    "lm-eval output not there": (command("import", "lm-eval", "{tmp}/nowhere", "--out", "{tmp}/run"),
+                                 "does not exist: point at the folder given to lm_eval --output_path"),
+    "lm-eval output without results": (command("import", "lm-eval", "{tmp}", "--out", "{tmp}/run"),
+                                       "no lm-eval results_*.json in"),
+    "lm-eval results missing beside samples": (lmeval_output(lambda f: results_file(f).unlink()),
+                                               "no lm-eval results_*.json in"),
+    "lm-eval samples missing (no --log_samples)": (lmeval_output(lambda f: samples_file(f).unlink()),
+                                                   "is missing: lm-eval writes it with --log_samples"),
+    "lm-eval samples not JSON lines": (lmeval_output(lambda f: samples_file(f).write_text("doc_id,acc\n0,1\n")),
+                                       "line 1 is not a JSON object"),
+    "lm-eval samples truncated mid-line": (lmeval_output(lambda f: samples_file(f).write_text(
+        samples_file(f).read_text()[:-40])), f"line {len(DOCS)} is not a JSON object"),
+    "lm-eval samples cut at a line": (lmeval_output(lambda f: samples_file(f).write_text(
+        "".join(samples_file(f).read_text().splitlines(True)[:2]))), f"holds 2 samples but lm-eval scored {len(DOCS)}"),
+    "lm-eval results truncated": (lmeval_output(lambda f: results_file(f).write_text(results_file(f).read_text()[:99])),
+                                  "it is damaged or truncated"),
+    "lm-eval results of another tool": (lmeval_output(lambda f: results_file(f).write_text('{"acc": 1}')),
+                                        "is not lm-eval's results file"),
+    "lm-eval generate_until task": (lmeval_output(generate_until), "is generate_until, not multiple_choice"),
+    "lm-eval sample without log-likelihoods": (lmeval_output(edit_first_sample(lambda s: s.pop("filtered_resps"))),
+                                               "doc 0 lacks per-choice log-likelihoods"),
+    "lm-eval sample with several golds": (lmeval_output(edit_first_sample(lambda s: s.update(target="[0, 1]"))),
+                                          "target '[0, 1]' is not one of its 3 choices"),
+    "lm-eval output of two runs": (lmeval_output(lambda f: write_output(f.parent, model="/models/other")),
+                                   "holds 2 lm-eval runs"),
+    "lm-eval import onto an existing run": (lmeval_output(out="{tmp}/out", change=lambda f: damaged_run("{}")(
+        f.parent.parent)), "/out already holds a run: give a new folder"),
+    "lm-eval import onto a file": (lmeval_output(out="{tmp}/lmeval/x", change=lambda f: (f.parent / "x").write_text("")),
+                                   "is a file: give a new folder"),
     # command-line flags
     "seeds not numbers": (command("run", "smoke", "--seeds", "a,b", "--out", "{tmp}/out"), "--seeds takes integers"),
     "backend flag": (command("run", "smoke", "--backend", "tpu", "--out", "{tmp}/out"),
@@ -164,6 +228,7 @@ CASES = {
     "method not in the suite": (command("run", "smoke", "--methods", "cot_distill", "--out", "{tmp}/out"),
                                 "method(s) cot_distill are not in suite 'smoke'"),
     "missing argument": (command("run"), "Missing argument 'suite'"),
+    "import domain": (command("import", "lm-eval", "{tmp}", "--domain", "train"), "Invalid value for '--domain'"),
 }
 
 

@@ -13,7 +13,8 @@ def trustbench(*args, cwd=None):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["report"], ["figures"], ["gate"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["report"], ["figures"], ["gate"], ["list"], ["import"],
+                                     ["import", "lm-eval"]])
 def test_help(command):
     result = trustbench(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout

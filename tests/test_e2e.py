@@ -100,7 +100,7 @@ def test_predictions_follow_the_contract(smoke_run):
 def test_manifest_records_the_run(smoke_run):
     run_dir, _, _ = smoke_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["schema_version"] == 3
+    assert manifest["schema_version"] == 4
     assert manifest["scoring"]["mode"] == "letter" and "renormalised" in manifest["scoring"]["confidence"]
     assert manifest["tasks"]["smoke_ood"]["domain"] == "ood" and manifest["tasks"]["smoke_id"]["sizes"]["train"] == 64
     assert manifest["methods"]["finetune"]["runs"]["0"]["cost"]["train_examples"] == 64

@@ -9,26 +9,7 @@ import pytest
 from trustbench.harness.lmeval import TrustbenchLM, confidences_from_samples
 from trustbench.harness.scoring import score
 from trustbench.harness.types import Example
-
-DOCS = [
-    {"question": "Which is heaviest?", "choices": ["a feather", "a brick", "a leaf"], "answer": 1},
-    {"question": "Which is lightest?", "choices": ["a truck", "a feather"], "answer": 1},
-    {"question": "Which one floats?", "choices": ["a stone", "a cork", "an anvil", "a coin"], "answer": 1},
-    {"question": "Which is a fruit?", "choices": ["an apple", "a chair"], "answer": 0},
-]
-
-
-@pytest.fixture()
-def local_task(tmp_path):
-    data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
-    (tmp_path / "tiny_mc.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\n"
-        f"dataset_kwargs: {{data_files: {{test: {data}}}}}\n"
-        "output_type: multiple_choice\ntest_split: test\n"
-        "doc_to_text: \"{{question}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\n"
-        "metric_list: [{metric: acc, aggregation: mean, higher_is_better: true}]\nmetadata: {version: 1.0}\n")
-    return tmp_path
+from lmeval_outputs import DOCS
 
 
 def test_simple_evaluate_through_trustbench_engine(hf_engine, local_task):

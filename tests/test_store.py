@@ -12,7 +12,7 @@ import pytest
 
 from trustbench.harness.errors import UserError
 from trustbench.harness.registry import Registry
-from trustbench.harness.store import SCHEMA, Manifest, RunDir, check_name, parse_manifest
+from trustbench.harness.store import SCHEMA, Manifest, RunDir, Source, check_name, parse_manifest
 from synthetic_runs import manifest_dict
 
 TASKS = {"a": {"domain": "id", "sizes": {"train": 4, "val": 2, "test": 3}},
@@ -97,9 +97,31 @@ def test_a_schema_2_manifest_names_the_recipes_under_trustbench():
                                 "elad": {"module": "baselines.elad"}, "teacher": {}})
     old["schema_version"] = 2
     migrated = parse_manifest(old)
-    assert migrated.schema_version == SCHEMA == 3
+    assert migrated.schema_version == SCHEMA == 4
     assert {name: entry.module for name, entry in migrated.methods.items()} == {
         "kd": "trustbench.baselines.kd", "mine": "my_methods", "elad": "trustbench.baselines.elad", "teacher": None}
+
+
+def test_a_schema_3_manifest_is_a_run_trustbench_scored_itself():
+    """Schema 3 (before lm-eval imports) had no `source`: it migrates to the current schema with none."""
+    old = manifest_dict(TASKS, ["kd"])
+    assert old["schema_version"] == 3
+    migrated = parse_manifest(old)
+    assert migrated.schema_version == SCHEMA and migrated.source is None
+    assert "source" not in old  # the stored dict is not changed by the migration
+
+
+def test_an_imported_runs_source_round_trips(tmp_path):
+    """An imported run's manifest names where its predictions were scored; a misspelt source field is refused."""
+    source = Source(tool="lm-eval", version="0.4.13", model="hf", model_args={"pretrained": "m"}, path="/r.json",
+                    tasks={"t": {"config": {"num_fewshot": 0}, "n_shot": 0}})
+    run = RunDir(tmp_path)
+    run.save(manifest(source=source.model_dump()))
+    assert run.load().source == source
+    raw = json.loads(run.manifest_path.read_text())
+    raw["source"]["versoin"] = "1"
+    with pytest.raises(UserError, match=r"source.versoin"):
+        parse_manifest(raw)
 
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "schema2_smoke"

@@ -25,6 +25,11 @@ class Scoring(str, Enum):
     choice = "choice"
 
 
+class Domain(str, Enum):
+    id = "id"
+    ood = "ood"
+
+
 class Listing(str, Enum):
     tasks = "tasks"
     methods = "methods"
@@ -177,6 +182,28 @@ def gate(
     else:
         typer.echo(format_gate(result))
     raise typer.Exit(result.exit_code)
+
+
+imports = typer.Typer(no_args_is_help=True, help="Turn another tool's logged outputs into a trustbench run directory.")
+app.add_typer(imports, name="import")
+
+
+@imports.command("lm-eval")
+def import_lmeval(
+    output_dir: Path = typer.Argument(..., help="the folder given to `lm_eval --log_samples --output_path` (or its "
+                                                "model folder, or a results_*.json in it)"),
+    out: Optional[Path] = typer.Option(None, help="run directory to write, new [default: runs/lm-eval-<model>]"),
+    domain: Domain = typer.Option(Domain.id, help="the domain every imported task is reported under"),
+) -> None:
+    """Import an lm-eval run's multiple-choice samples: methods acc and acc_norm (lm-eval's raw and length-normalised
+    log-likelihoods, softmaxed), ready for `trustbench report`, `figures` and `gate`."""
+    from trustbench.harness.lmeval_import import import_lmeval as run_import
+
+    path, manifest = run_import(output_dir, out, domain=domain.value)
+    samples = sum(entry.sizes["test"] for entry in manifest.tasks.values())
+    typer.echo(f"imported lm-eval {manifest.source.version or '?'} run of {manifest.methods['acc'].runs[0].checkpoint}"
+               f": {len(manifest.tasks)} task(s), {samples} samples, methods {', '.join(manifest.methods)} -> {path} "
+               f"(next: trustbench report {path})")
 
 
 @app.command("list")

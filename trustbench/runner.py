@@ -21,14 +21,14 @@ from typing import Callable
 from trustbench import baselines
 import trustbench.tasks as registry
 from trustbench.harness import zoo
-from trustbench.harness.cache import locked, stable_hash
+from trustbench.harness.cache import locked
 from trustbench.harness.config import MethodSpec, Suite
 from trustbench.harness.endpoint import Endpoint, api_key
 from trustbench.harness.engines import EnginePool
 from trustbench.harness.errors import UserError
 from trustbench.harness.registry import FORMATS
 from trustbench.harness.scoring import format_for
-from trustbench.harness.store import Manifest, MethodEntry, RunDir, Scoring, SeedRun, TaskEntry, check_name
+from trustbench.harness.store import Manifest, MethodEntry, RunDir, Scoring, SeedRun, TaskEntry, check_name, examples_hash
 from trustbench.harness.types import Task
 from trustbench.reports import build_report, chance_warnings
 
@@ -257,7 +257,7 @@ def _task_entry(task: Task) -> TaskEntry:
     if splits.pool:
         sizes["pool"] = len(splits.pool)
     return TaskEntry(domain=task.card.domain, family=task.card.family, scoring=task.format.name, sizes=sizes,
-                     test_hash=stable_hash([(e.id, e.prompt, e.choices, e.gold) for e in splits.test + splits.val]),
+                     test_hash=examples_hash(splits.test + splits.val),
                      card=_json(dataclasses.asdict(task.card)))
 
 
