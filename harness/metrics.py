@@ -284,8 +284,11 @@ def _sweep_rows(conf_rows, corr_rows) -> np.ndarray:
 
 # Smooth ECE is discretised as relplot's: residuals are spread linearly onto a grid of at least SMOOTH_GRID_MIN
 # points (finer for narrow kernels), smoothed there, and read by linear interpolation at max(SMOOTH_MESH, 10 / sigma)
-# points; the bandwidth comes from SMOOTH_STEPS bisection steps.
-SMOOTH_GRID_MIN, SMOOTH_MESH, SMOOTH_STEPS, SMOOTH_EPS = 1001, 200, 10, 1e-4
+# points; the bandwidth comes from SMOOTH_STEPS bisection steps. Unlike relplot, the grid and the mesh stop growing
+# at bandwidths under 0.005 (a smooth ECE under half a point: a constant or near-constant predictor, where relplot
+# would spread 40,000 points per resample); the tests hold the value there to relplot's within 1e-4.
+SMOOTH_GRID_MIN, SMOOTH_GRID_MAX, SMOOTH_MESH, SMOOTH_MESH_MAX = 1001, 2001, 200, 2000
+SMOOTH_STEPS, SMOOTH_EPS = 10, 1e-4
 
 
 def _to_grid(values_rows, weights_rows, points: int) -> np.ndarray:
@@ -300,6 +303,14 @@ def _to_grid(values_rows, weights_rows, points: int) -> np.ndarray:
     out += np.bincount((left + 1 + base).reshape(-1), weights=(frac * weights_rows).reshape(-1),
                        minlength=rows * points)
     return out.reshape(rows, points)
+
+
+def _grid_points(sigma: float) -> int:
+    return min(max(SMOOTH_GRID_MIN, round(20 / sigma) // 2 + 1), SMOOTH_GRID_MAX)
+
+
+def _mesh_size(sigma: float) -> int:
+    return min(max(round(10 / sigma), SMOOTH_MESH), SMOOTH_MESH_MAX)
 
 
 def _mirrored_spectrum(grid_rows: np.ndarray) -> np.ndarray:
@@ -318,29 +329,35 @@ def _kernel_spectrum(sigma: float, points: int) -> np.ndarray:
     return np.fft.rfft(kernel / (math.sqrt(2 * math.pi) * sigma))
 
 
+def _smoothed_at(spectra: np.ndarray, kernels: np.ndarray, points: int, mesh: np.ndarray) -> np.ndarray:
+    """Mirrored grid spectra (`_mirrored_spectrum`) convolved with kernel spectra (one per row, or one for all) and
+    read at `mesh` (points of [0, 1]) by linear interpolation between grid points, as relplot's `interpolate`."""
+    smooth = np.fft.irfft(spectra * kernels, n=2 * (points - 1), axis=1)
+    pos = mesh * (points - 1)
+    left = np.clip(pos.astype(np.int64), 0, points - 2)
+    frac = pos - left
+    return smooth[:, left] * (1 - frac) + smooth[:, left + 1] * frac
+
+
 def _smooth_rows(conf_rows, corr_rows) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth ECE and its bandwidth per row: relplot's bisection for the fixed point sigma = smECE_sigma."""
+    """Smooth ECE and its bandwidth per row: relplot's bisection for the fixed point sigma = smECE_sigma. Each step
+    reads every row at its own bandwidth in one batched FFT (rows whose bandwidth needs a finer grid or mesh are
+    read with the others of the same sizes)."""
     rows = conf_rows.shape[0]
     spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # grid size -> (residual, density) spectra of every row
 
     def at(sigmas: np.ndarray) -> np.ndarray:
         out = np.empty(rows)
-        for sigma in np.unique(sigmas):
-            pick = sigmas == sigma
-            points = max(SMOOTH_GRID_MIN, round(20 / sigma) // 2 + 1)
+        sizes = np.array([(_grid_points(s), _mesh_size(s)) for s in sigmas])
+        for points, mesh_size in np.unique(sizes, axis=0):
+            pick = np.flatnonzero((sizes[:, 0] == points) & (sizes[:, 1] == mesh_size))
             if points not in spectra:
                 spectra[points] = (_mirrored_spectrum(_to_grid(conf_rows, conf_rows - corr_rows, points)),
                                    _mirrored_spectrum(_to_grid(conf_rows, np.ones_like(conf_rows), points)))
-            kernel = _kernel_spectrum(float(sigma), points)
-            mesh = np.linspace(0.0, 1.0, max(round(10 / sigma), SMOOTH_MESH)) * (points - 1)
-            left = np.clip(mesh.astype(np.int64), 0, points - 2)
-            frac = mesh - left
-
-            def read(spectrum: np.ndarray) -> np.ndarray:
-                smooth = np.fft.irfft(spectrum[pick] * kernel, n=2 * (points - 1), axis=1)
-                return smooth[:, left] * (1 - frac) + smooth[:, left + 1] * frac
-
-            residual, density = (read(s) for s in spectra[points])
+            unique, which = np.unique(sigmas[pick], return_inverse=True)
+            kernels = np.stack([_kernel_spectrum(float(s), points) for s in unique])[which]
+            mesh = np.linspace(0.0, 1.0, mesh_size)
+            residual, density = (_smoothed_at(s[pick], kernels, points, mesh) for s in spectra[points])
             out[pick] = np.abs(residual).sum(axis=1) / (density + SMOOTH_EPS).sum(axis=1)
         return out
 
@@ -355,6 +372,18 @@ def _smooth_rows(conf_rows, corr_rows) -> tuple[np.ndarray, np.ndarray]:
         end, start = np.where(ok, mid, end), np.where(ok, start, mid)
     sigma = np.where(done, 1.0, start)
     return at(sigma), sigma
+
+
+def _smooth_curves(conf_rows, corr_rows, sigma: float, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the kernel-smoothed accuracy and the confidence density at `mesh`, relplot's way (its `smooth`)."""
+    points = _grid_points(sigma)
+    kernel = _kernel_spectrum(sigma, points)
+
+    def read(weights: np.ndarray) -> np.ndarray:
+        return _smoothed_at(_mirrored_spectrum(_to_grid(conf_rows, weights, points)), kernel, points, mesh)
+
+    density = read(np.ones_like(conf_rows)) + SMOOTH_EPS
+    return read(corr_rows) / density, density
 
 
 def _classwise_rows(probs_rows, gold_rows, bins: int) -> np.ndarray:
@@ -546,6 +575,19 @@ def smooth_ece(confidence, correct) -> tuple[float, float]:
     conf, corr = _pair(confidence, correct)
     value, sigma = _smooth_rows(conf[None], corr[None])
     return float(value[0]), float(sigma[0])
+
+
+def smooth_reliability(confidence, correct, sigma: float | None = None, points: int = SMOOTH_MESH) -> pd.DataFrame:
+    """The smooth reliability diagram (Blasiok & Nakkiran 2023; relplot's `smooth_diagram`): at `points` confidences
+    t in [0, 1], the kernel-smoothed accuracy (Nadaraya-Watson with the reflected Gaussian of `smooth_ece`) and
+    the density of the confidences (share of examples per unit of confidence). The bandwidth is `smooth_ece`'s
+    unless given. Where the density is near 0 the curve is the kernel's extrapolation, not data (the drawn diagram
+    leaves it out there)."""
+    conf, corr = _pair(confidence, correct)
+    sigma = smooth_ece(conf, corr)[1] if sigma is None else float(sigma)
+    mesh = np.linspace(0.0, 1.0, points)
+    accuracy, density = _smooth_curves(conf[None], corr[None], sigma, mesh)
+    return pd.DataFrame({"confidence": mesh, "accuracy": accuracy[0], "density": density[0] / conf.size})
 
 
 def classwise_ece(probs: Sequence, gold, bins: int = 10) -> float:

@@ -103,6 +103,36 @@ def draw_reliability(ax, axc, predictions: pd.DataFrame, title: str, bins: int =
     axc.grid(True, axis="y", linewidth=0.3, alpha=0.5)
 
 
+def draw_smooth_reliability(ax, predictions: pd.DataFrame, title: str, n_boot: int = 200) -> None:
+    """The smooth reliability diagram on `ax` (`statistics.smooth_reliability_band`): the kernel-smoothed accuracy
+    with its 95% bootstrap band, the diagonal, the density of the confidences along the bottom, and the sample
+    size, smooth ECE and bandwidth in the corner. The kernel is relplot's, cut at distance 1/2, so a wide bandwidth
+    shows a step where the bulk of the confidences enters the window, as relplot's own diagrams do."""
+    from trustbench.harness.statistics import smooth_reliability_band
+
+    smooth = smooth_reliability_band(predictions["confidence"].to_numpy(dtype=float),
+                                     predictions["correct"].to_numpy(dtype=float), n_boot=n_boot)
+    curve = smooth["curve"]
+    # where almost no confidence falls the curve is the kernel's extrapolation, not data: it is left out there
+    curve = curve.where(curve["density"] >= 0.05 * curve["density"].max()).assign(
+        confidence=curve["confidence"], density=curve["density"])
+    ax.plot([0, 1], [0, 1], linestyle="--", color="0.45", linewidth=0.8, label="perfect calibration")
+    ax.fill_between(curve["confidence"], curve["lo"], curve["hi"], color=BAR_COLOR, alpha=0.25, linewidth=0,
+                    label="95% bootstrap band")
+    ax.plot(curve["confidence"], curve["accuracy"], color=BAR_COLOR, linewidth=1.2, label="smoothed accuracy")
+    density = curve["density"] / curve["density"].max() * 0.2  # the bottom fifth of the axes
+    ax.fill_between(curve["confidence"], 0, density, color="0.55", alpha=0.5, linewidth=0, label="confidence density")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="upper left", frameon=False, handlelength=1.6)
+    ax.text(0.97, 0.24, f"n = {smooth['n']}\nsmECE = {100 * smooth['smece']:.1f}%\nbandwidth {smooth['sigma']:.3f}",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5)
+    ax.set_title(f"{title}\nsmooth reliability (Blasiok & Nakkiran 2023)", linespacing=1.5, pad=4)
+
+
 def pooled_predictions(run: RunDir, results: pd.DataFrame, method: str, task: str, fits=None) -> pd.DataFrame:
     """All seeds' test predictions of one method x task; `X+ts` and `X+iso` apply each seed's recalibration
     (`fits`, from `fit_recalibrations`: fitted here when not given)."""

@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from trustbench.harness.errors import UserError
-from trustbench.harness.metrics import METRICS, Columns, _block_metrics, _check_bins, _columns
+from trustbench.harness.metrics import (METRICS, Columns, _block_metrics, _check_bins, _columns, _pair, _smooth_curves,
+                                       smooth_ece, smooth_reliability)
 
 CELL_METRICS = METRICS  # what a cell's (examples x seeds) bootstrap reads: every estimator
 ALPHA = 0.05
@@ -129,6 +130,19 @@ def summarize(predictions: pd.DataFrame, bins: int = 10, equal_mass: bool = Fals
     return out
 
 
+def smooth_reliability_band(confidence, correct, n_boot: int = 200, seed: int = 0, alpha: float = ALPHA) -> dict:
+    """The smooth reliability diagram with its (1 - alpha) pointwise bootstrap band over examples, relplot's style:
+    every resample is smoothed with the point estimate's bandwidth. Returns {"curve": frame of confidence,
+    accuracy, lo, hi, density; "smece", "sigma", "n"}."""
+    conf, corr = _pair(confidence, correct)
+    value, sigma = smooth_ece(conf, corr)
+    curve = smooth_reliability(conf, corr, sigma)
+    resampled = np.concatenate([_smooth_curves(conf[idx], corr[idx], sigma, curve["confidence"].to_numpy())[0]
+                                for _, idx in resample_blocks(np.random.default_rng(seed), conf.size, n_boot)])
+    lo, hi = np.percentile(resampled, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    return {"curve": curve.assign(lo=lo, hi=hi), "smece": value, "sigma": sigma, "n": int(conf.size)}
+
+
 # ---------------------------------------------------------------------------------------------- cells: examples x seeds
 @dataclass(frozen=True)
 class Draws:
@@ -150,7 +164,7 @@ class Draws:
 def bootstrap(results: pd.DataFrame, frame_of: Callable[[str, str, int], pd.DataFrame], n_boot: int, bins: int,
               equal_mass: bool) -> Draws:
     """Draws for every (method, task) of `results`; `frame_of(method, task, seed)` gives a results row's
-    predictions (`X+ts` rows with their temperature applied)."""
+    predictions (`X+ts` and `X+iso` rows recalibrated)."""
     point, values = {}, {}
     for (method, task), rows in results.groupby(["method", "task"], sort=True):
         seeds = sorted(int(s) for s in rows["seed"])
@@ -159,8 +173,8 @@ def bootstrap(results: pd.DataFrame, frame_of: Callable[[str, str, int], pd.Data
         examples = resample_indices(_rng("examples", task, n), n, n_boot)
         picks = _rng("seeds", *seeds).integers(0, len(seeds), size=(n_boot, len(seeds)))
         per_seed = [_cell_metrics(frame, examples, bins, equal_mass) for frame in frames]
-        point[method, task] = {m: float(np.mean([_cell_metrics(f, np.arange(n)[None], bins, equal_mass)[m][0]
-                                                 for f in frames])) for m in CELL_METRICS}
+        points = [_cell_metrics(frame, np.arange(n)[None], bins, equal_mass) for frame in frames]
+        point[method, task] = {m: float(np.mean([p[m][0] for p in points])) for m in CELL_METRICS}
         values[method, task] = {m: np.mean([np.stack([p[m] for p in per_seed])[picks[:, j], np.arange(n_boot)]
                                             for j in range(len(seeds))], axis=0) for m in CELL_METRICS}
     return Draws(point, values, n_boot)

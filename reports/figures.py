@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from trustbench.harness.plots import FIGSIZE, RunView, draw_reliability, matplotlib_style, pooled_predictions, save_figure
+from trustbench.harness.plots import (FIGSIZE, RunView, draw_reliability, draw_smooth_reliability, matplotlib_style,
+                                      save_figure)
+from trustbench.harness.calibration import is_recalibrated
 from trustbench.harness.registry import FIGURES
 from trustbench.harness.store import Manifest, RunDir
 
@@ -32,8 +34,20 @@ def reliability_diagram(predictions: pd.DataFrame, title: str, path: str | Path,
         return save_figure(fig, Path(path))
 
 
-def figure_name(method: str, task: str) -> str:
-    return f"reliability_{method}_{task}.png"
+def smooth_reliability_diagram(predictions: pd.DataFrame, title: str, path: str | Path) -> Path:
+    """Draw one smooth reliability diagram (with its bootstrap band) of `predictions` to `path`; return the path."""
+    with matplotlib_style():
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=FIGSIZE)
+        draw_smooth_reliability(fig.add_subplot(), predictions, title)
+        fig.subplots_adjust(left=0.17, right=0.96, top=0.86, bottom=0.12)
+        return save_figure(fig, Path(path))
+
+
+def figure_name(method: str, task: str, kind: str = "reliability") -> str:
+    """`reliability_<method>_<task>.png`, or `smooth_...` for the smooth diagram."""
+    return f"{kind}_{method}_{task}.png"
 
 
 def import_recipes(manifest: Manifest, log=None) -> list[str]:
@@ -55,8 +69,9 @@ def import_recipes(manifest: Manifest, log=None) -> list[str]:
 
 def write_figures(run_dir: str | Path | RunDir, results: pd.DataFrame, formats: tuple[str, ...] = ("png",),
                   manifest: Manifest | None = None) -> list[Path]:
-    """`figures/reliability_<method>_<task>.png` for every method x task in `results`, seeds pooled, and every
-    registered figure the run has data for, in each of `formats`."""
+    """`figures/reliability_<method>_<task>.png` for every method x task in `results` and
+    `figures/smooth_<method>_<task>.png` for every raw (not recalibrated) one, seeds pooled, and every registered
+    figure the run has data for, in each of `formats`."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     manifest = manifest or run.load()
     import_recipes(manifest)
@@ -78,4 +93,7 @@ def write_figures(run_dir: str | Path | RunDir, results: pd.DataFrame, formats: 
             path = run.figures_dir / figure_name(method, task).replace(".png", f".{fmt}")
             out.append(reliability_diagram(predictions, title, path, bins=settings["bins"],
                                            equal_mass=settings["equal_mass"]))
+            if not is_recalibrated(method):  # a post-hoc row keeps its binned diagram: figures cost test time
+                smooth = run.figures_dir / figure_name(method, task, "smooth").replace(".png", f".{fmt}")
+                out.append(smooth_reliability_diagram(predictions, title, smooth))
     return out

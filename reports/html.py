@@ -207,8 +207,8 @@ def drilldown_html(results: pd.DataFrame, tasks: dict[str, TaskEntry], methods: 
         for task in names:
             family = f", {tasks[task].family}" if task in tasks and tasks[task].family else ""
             shown = [m for m in methods if figure_name(m, task) in figures]
-            images = [_img(figures.pop(figure_name(m, task)), m, f"reliability diagram: {m} on {task}")
-                      for m in shown]
+            images = [_img(figures.pop(figure_name(m, task, kind)), m, f"{kind} reliability diagram: {m} on {task}")
+                      for m in shown for kind in ("reliability", "smooth") if figure_name(m, task, kind) in figures]
             rows = results[results["task"] == task]
             out += [f'<details id="task-{_esc(task)}"><summary>{_esc(task)} ({label}){_esc(family)}: '
                     f"{len(rows)} rows, {len(images)} figures</summary>",
@@ -305,7 +305,9 @@ def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, 
         "<h2>Per task</h2>",
         "<p>Each task's rows (one per method x seed; fractions with 95% bootstrap CIs over test examples) and its "
         "reliability diagrams (bars: accuracy per confidence bin; red line: mean confidence per bin; dashed: "
-        "perfect calibration; lower panel: examples per bin; seeds pooled). Click a task to open it.</p>",
+        "perfect calibration; lower panel: examples per bin; seeds pooled), a raw method's beside its smooth "
+        "reliability diagram (kernel-smoothed accuracy with a 95% bootstrap band, at the bandwidth smooth ECE "
+        "chooses; grey: the density of the confidences; no bins to choose). Click a task to open it.</p>",
         drilldown_html(results, manifest.tasks, methods, remaining),
         "<h2>All results</h2>",
         "<p>One row per method x task x seed; values are fractions with 95% bootstrap CIs over test examples.</p>",

@@ -229,3 +229,42 @@ def test_sweep_and_debiasing_remove_most_of_the_bias_binned_ece_has_on_a_calibra
     mean = {k: float(np.mean(v)) for k, v in reads.items()}
     assert mean["ece"] > 0.05
     assert mean["debiased_ce"] < mean["ece"] / 2 and mean["ece_sweep"] < mean["ece"] * 0.75
+
+
+@pytest.mark.parametrize("seed, n", SEEDS[:3])
+def test_the_smooth_diagram_is_relplots_kernel_smoother(seed, n):
+    from relplot.kernels import ReflectedGaussianKernel
+
+    _, _, conf, correct = _random(seed, n)
+    curve = M.smooth_reliability(conf, correct)
+    sigma = M.smooth_ece(conf, correct)[1]
+    accuracy, density = ReflectedGaussianKernel(sigma).smooth(conf, correct, curve["confidence"].to_numpy())
+    np.testing.assert_allclose(curve["accuracy"], accuracy, atol=1e-8)  # a ratio: FFT noise grows where density is ~0
+    np.testing.assert_allclose(curve["density"], density / n, rtol=1e-6)  # FFT against direct convolution
+    assert curve["density"].mean() == pytest.approx(1.0, abs=0.05)  # a density over [0, 1]
+
+
+def test_the_smooth_diagrams_band_is_a_bootstrap_around_the_curve():
+    from trustbench.harness.statistics import smooth_reliability_band
+
+    _, _, conf, correct = _random(1, 600)
+    band = smooth_reliability_band(conf, correct, n_boot=100, seed=3)
+    curve = band["curve"]
+    dense = curve["density"] > 0.5  # where the data are, the curve lies inside its band and the band is narrow
+    assert ((curve["lo"] <= curve["accuracy"] + 1e-12) & (curve["accuracy"] <= curve["hi"] + 1e-12))[dense].all()
+    assert (curve["hi"] - curve["lo"])[dense].max() < 0.35
+    assert band["n"] == 600 and (band["smece"], band["sigma"]) == M.smooth_ece(conf, correct)
+    assert smooth_reliability_band(conf, correct, n_boot=100, seed=3)["curve"].equals(curve)
+
+
+@pytest.mark.parametrize("extra", [0, 1, 2])
+def test_a_near_constant_predictor_takes_the_capped_grid_and_still_agrees_with_relplot(extra):
+    """Two tied confidences, right almost exactly as often as they say: the bandwidth falls under 0.005, where
+    relplot's grid keeps growing and ours stops (metrics.SMOOTH_GRID_MAX)."""
+    conf = np.repeat([0.25, 0.5], 400)
+    correct = np.zeros(800)
+    correct[:100 + extra] = 1  # a quarter of the first 400 right, and `extra` more
+    correct[400:600] = 1  # half of the others
+    value, sigma = smECE(conf, correct, return_width=True)
+    ours = M.smooth_ece(conf, correct)
+    assert sigma < 0.005 and ours[1] == sigma and ours[0] == pytest.approx(value, abs=1e-4)

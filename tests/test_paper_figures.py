@@ -66,7 +66,8 @@ def test_figures_command_writes_every_figure_in_each_format(drawn):
     run, stdout = drawn
     names = {p.name for p in (run / "figures").iterdir()}
     methods = [m + fix for m in METHODS for fix in ("", "+ts", "+iso")]
-    stems = [*GENERIC, *(f"reliability_{m}_{t}" for m in methods for t in TASKS)]
+    stems = [*GENERIC, *(f"reliability_{m}_{t}" for m in methods for t in TASKS),
+             *(f"smooth_{m}_{t}" for m in METHODS for t in TASKS)]
     assert names == {f"{stem}.{fmt}" for stem in stems for fmt in ("png", "pdf")}
     assert f"figures: {len(names)} files (png, pdf) in {run / 'figures'}" in stdout
     for name in GENERIC:

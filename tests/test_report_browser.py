@@ -61,12 +61,13 @@ def test_tables_sorter_and_images_are_there(chromium, report, tmp_path):
     n_figures = len(list((report.parent / "figures").glob("*.png")))
     for metric in ("acc", "ece", "brier"):
         assert re.search(rf'<table[^>]*id="leaderboard-{metric}"[^>]*data-sortable="ready"', dom), metric
-        assert [float(v) for v in column(dom, f"leaderboard-{metric}", 0)] == [1, 2, 3, 4]  # rank order
-        assert sorted(column(dom, f"leaderboard-{metric}", 1)) == ["kd", "kd+ts", "teacher", "teacher+ts"]
-    assert len(column(dom, "results", 0)) == 4 * len(TASKS) * 2  # methods x tasks x seeds
+        assert [float(v) for v in column(dom, f"leaderboard-{metric}", 0)] == [1, 2, 3, 4, 5, 6]  # rank order
+        assert sorted(column(dom, f"leaderboard-{metric}", 1)) == ["kd", "kd+iso", "kd+ts", "teacher", "teacher+iso",
+                                                                   "teacher+ts"]
+    assert len(column(dom, "results", 0)) == 6 * len(TASKS) * 2  # methods x tasks x seeds
     for task in TASKS:
-        assert f'<details id="task-{task}">' in dom and len(column(dom, f"results-{task}", 0)) == 8
-    assert dom.count('<img src="data:image/png;base64,') == n_figures == 8 + 3  # per cell, and the run's figures
+        assert f'<details id="task-{task}">' in dom and len(column(dom, f"results-{task}", 0)) == 12
+    assert dom.count('<img src="data:image/png;base64,') == n_figures == 12 + 4 + 3  # per cell, smooth, the run's
     assert f'data-images-loaded="{n_figures}"' in dom  # the browser decoded every embedded PNG
 
 
@@ -88,8 +89,8 @@ def test_screenshot_shows_a_task_with_its_figures(chromium, report, tmp_path):
 
     shot = tmp_path / "task.png"
     # tall: headless chromium paints a scrolled page only partly, so the opened task must fit without scrolling
-    browse(chromium, report, tmp_path, "--window-size=1200,3000", f"--screenshot={shot}", fragment="#task-nli_a")
+    browse(chromium, report, tmp_path, "--window-size=1200,5000", f"--screenshot={shot}", fragment="#task-nli_a")
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
-    assert pixels.shape == (3000, 1200, 3)
+    assert pixels.shape == (5000, 1200, 3)
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 60  # tables and text are grey; the diagrams are not
     assert colourful.mean() > 0.005

@@ -181,9 +181,10 @@ def test_figures_exist_and_are_pngs(built):
     run, _ = built
     figs = sorted((run / "figures").glob("*.png"))
     want = {f"reliability_{m}{fix}_{t}.png" for m in ("teacher", "kd") for fix in ("", "+ts", "+iso") for t in TASKS}
+    want |= {f"smooth_{m}_{t}.png" for m in ("teacher", "kd") for t in TASKS}  # raw methods only
     assert {p.name for p in figs} == want | {"reliability_grid.png", "acc_vs_ece.png", "id_to_ood.png"}
     for p in figs:
-        if not p.name.startswith("reliability_") or p.name == "reliability_grid.png":
+        if not p.name.startswith(("reliability_", "smooth_")) or p.name == "reliability_grid.png":
             continue
         w, h = _png_size(p)
         assert 400 <= w <= 600 and 400 <= h <= 600  # ~3.3 in at 150 dpi
@@ -195,7 +196,7 @@ def test_html_is_self_contained_with_tables_and_images(built):
     assert report == run / "report.html"
     page = report.read_text(encoding="utf-8")
     n_figs = len(list((run / "figures").glob("*.png")))
-    assert page.count('<img src="data:image/png;base64,') == n_figs == 12 + 3  # per cell, and the run's figures
+    assert page.count('<img src="data:image/png;base64,') == n_figs == 12 + 4 + 3  # per cell, smooth, the run's
     assert "Accuracy (%)" in page and "ECE (%" in page and "All results" in page
     assert page.count("<table class=\"sortable\"") == 6 + len(TASKS) + 1  # leaderboard metrics, per task, all results
     assert "<td>kd+ts</td>" in page and "letter" in page and "option-renormalised" in page
