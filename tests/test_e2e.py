@@ -30,7 +30,8 @@ def test_smoke_writes_the_whole_run_directory(smoke_run):
     run_dir, report, _ = smoke_run
     assert report == run_dir / "report.html" and report.exists()
     results = pd.read_csv(run_dir / "results.csv")
-    expected = {(m, t) for m in METHODS + [f"{m}+ts" for m in METHODS] + ["prior"] for t in TASKS}
+    expected = {(m + fix, t) for m in METHODS for fix in ("", "+ts", "+iso") for t in TASKS} | {
+        ("prior", t) for t in TASKS}
     assert set(zip(results.method, results.task)) == expected
     assert (results.n == results.task.map(TASKS)).all()
     assert results.acc.between(0, 1).all() and (results.acc_lo <= results.acc).all()
@@ -59,7 +60,8 @@ def test_reference_rows_and_cells_without_signal_are_marked_and_warned_about(smo
     teacher = results.loc[("teacher", "smoke_id")]
     assert teacher.collapsed == (teacher.top_share >= 0.9) and teacher.at_chance == (teacher.acc_lo <= teacher.majority)
     warnings = [line for line in log if line.startswith("warning: ")]
-    flagged = results[(results.at_chance | results.collapsed) & ~results.index.get_level_values(0).str.endswith("+ts")]
+    raw = ~results.index.get_level_values(0).str.contains("+", regex=False)
+    flagged = results[(results.at_chance | results.collapsed) & raw]
     assert len(warnings) == len(flagged) - len(TASKS)  # every flagged raw cell but the prior's, one line each
     assert not any(line.startswith("warning: prior") for line in warnings)
     leaderboard = (run_dir / "leaderboard.md").read_text()
