@@ -10,13 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lmeval_outputs import write_output
+
 ROOT = Path(__file__).resolve().parents[1]
 # placeholder as written -> the value it gets ({runs}: the folder of this test's runs)
 VALUES = {"SUITE": "smoke", "a,b": "finetune,kd", "x,y": "smoke_id,smoke_ood", "0,1,2": "0", "hf|vllm": "hf",
           "NAME_OR_PATH": "tiny-random", "N": "8", "K": "0", "choice|letter": "choice", "METHOD": "finetune",
           "png,pdf": "png,pdf", "X": "0.01", "Y": "0.01", "A": "0.05", "BASE=CAND": "finetune=kd",
-          "RUN_DIR": "{runs}/run", "BASELINE_RUN": "{runs}/run", "CANDIDATE_RUN": "{runs}/run"}
-OUT = {"run": "{runs}/run", "eval": "{runs}/eval", "report": "{runs}/report"}  # each command's `--out DIR`
+          "RUN_DIR": "{runs}/run", "BASELINE_RUN": "{runs}/run", "CANDIDATE_RUN": "{runs}/run", "NAME": "smece",
+          "holm|none": "holm", "LMEVAL_DIR": "{runs}/lmeval", "id|ood": "ood"}
+OUT = {"run": "{runs}/run", "eval": "{runs}/eval", "report": "{runs}/report", "import": "{runs}/imported"}  # --out DIR
 
 
 def usage_commands() -> list[str]:
@@ -54,7 +57,8 @@ def filled(command: str, runs: Path) -> list[list[str]]:
 
 def test_every_usage_command_runs_as_written(tmp_path):
     commands = usage_commands()
-    assert [c.split()[1] for c in commands] == ["run", "eval", "report", "figures", "gate", "list"]
+    assert [c.split()[1] for c in commands] == ["run", "eval", "report", "figures", "gate", "import", "list"]
+    write_output(tmp_path / "lmeval")  # what `lm_eval --log_samples --output_path lmeval` writes
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:
         for words in filled(command, tmp_path):
@@ -62,7 +66,7 @@ def test_every_usage_command_runs_as_written(tmp_path):
             assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-2000:]}"
     assert (tmp_path / "report" / "comparison.csv").exists() and (tmp_path / "run" / "figures").is_dir()
     assert list((tmp_path / "run" / "figures").glob("*.pdf"))
-    assert (tmp_path / "eval" / "results.csv").exists()
+    assert (tmp_path / "eval" / "results.csv").exists() and (tmp_path / "imported" / "manifest.json").exists()
 
 
 def test_the_filling_takes_every_flag_the_readme_shows():
