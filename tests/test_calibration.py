@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trustbench.harness.calibration import T_MAX, T_MIN, apply_temperature, fit_temperature
+from trustbench.harness.calibration import (T_MAX, T_MIN, IsotonicMap, apply_isotonic, apply_temperature,
+                                            fit_isotonic, fit_temperature)
 from trustbench.harness.errors import UserError
 from trustbench.harness.metrics import ece, nll
 
@@ -147,3 +148,35 @@ def test_user_errors(call, needle):
     with pytest.raises(UserError) as err:
         call()
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------- isotonic regression
+ISO_CASES = [
+    # (probs, pred, mapped confidence): the chosen option takes the mapped confidence, the others share the rest
+    # in their old proportions, or evenly when they had none
+    ([0.6, 0.3, 0.1], 0, 0.8, [0.8, 0.15, 0.05]),
+    ([0.2, 0.5, 0.3], 1, 0.25, [0.3, 0.25, 0.45]),
+    ([1.0, 0.0, 0.0, 0.0], 0, 0.7, [0.7, 0.1, 0.1, 0.1]),
+]
+
+
+@pytest.mark.parametrize("probs, pred, mapped, expected", ISO_CASES)
+def test_apply_isotonic_replaces_the_answers_confidence_and_keeps_the_answer(probs, pred, mapped, expected):
+    frame = pd.DataFrame({"gold": [pred], "pred": [pred], "confidence": [max(probs)], "probs": [probs],
+                          "correct": [True]})
+    out = apply_isotonic(frame, IsotonicMap(np.array([0.0, 1.0]), np.array([mapped, mapped])))
+    assert out["probs"][0] == pytest.approx(expected) and out["confidence"][0] == pytest.approx(mapped)
+    assert out["pred"][0] == pred and bool(out["correct"][0])
+
+
+def test_the_isotonic_map_is_sklearns_fitted_on_val_and_clipped_outside_it():
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1.0, 300)
+    correct = rng.random(300) < conf ** 2
+    mapping = fit_isotonic(conf, correct)
+    theirs = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(conf, correct)
+    grid = np.linspace(0.0, 1.0, 101)  # inside and outside the fitted range
+    np.testing.assert_allclose(mapping(grid), theirs.predict(grid), atol=1e-12)
+    assert np.all(np.diff(mapping(grid)) >= 0)
