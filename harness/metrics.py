@@ -392,7 +392,7 @@ def _classwise_rows(probs_rows, gold_rows, bins: int) -> np.ndarray:
     rows, n, k = probs_rows.shape
     edges = np.linspace(0.0, 1.0, bins + 1)[1:-1]
     base = (np.arange(rows) * bins)[:, None]
-    total = np.zeros(rows)
+    total, classes = np.zeros(rows), np.zeros(rows)
     for j in range(k):
         p = probs_rows[:, :, j]
         has = ~np.isnan(p)
@@ -400,8 +400,11 @@ def _classwise_rows(probs_rows, gold_rows, bins: int) -> np.ndarray:
         flat = (np.searchsorted(edges, np.clip(p, _EPS, 1.0 - _EPS), side="right") + base).reshape(-1)
         sums = [np.bincount(flat, weights=w.reshape(-1), minlength=rows * bins).reshape(rows, bins)
                 for w in (has * p, has * (gold_rows == j))]
-        total += np.abs(sums[0] - sums[1]).sum(axis=1) / has.sum(axis=1)
-    return total / k
+        counted = has.sum(axis=1)  # a resample of a ragged task can miss a rare option position altogether
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total += np.where(counted > 0, np.abs(sums[0] - sums[1]).sum(axis=1) / counted, 0.0)
+        classes += counted > 0
+    return total / classes
 
 
 def _corp_rows(conf_rows, corr_rows) -> dict[str, np.ndarray]:
@@ -640,6 +643,52 @@ def selective_accuracy(confidence, correct, coverage: float) -> float:
     expected = _ranking_rows(conf[None], corr[None])[2]
     k = max(1, math.ceil(coverage * conf.size))
     return float(1.0 - expected[0, k - 1] / k)
+
+
+def teacher_agreement(pred, teacher_pred) -> float:
+    """Top-1 agreement: the share of examples where the student picks the teacher's answer. Range [0, 1]. A
+    student can agree with a wrong teacher, so read it beside accuracy; distillation aims to raise it."""
+    mine, theirs = _vector(pred, "pred"), _vector(teacher_pred, "teacher_pred")
+    if mine.shape != theirs.shape:
+        raise UserError(f"pred has {mine.size} values but teacher_pred has {theirs.size}: pass one of each per example")
+    return float((mine == theirs).mean())
+
+
+def teacher_kl(teacher_probs: Sequence, probs: Sequence) -> float:
+    """Mean over examples of KL(teacher || student) over the options, sum_k t_k log(t_k / p_k), with the student's
+    probabilities floored at 1e-12 as in `nll` (terms with t_k = 0 count 0). Range [0, ~27.6 + log k], 0 when the
+    student's distribution over the options is the teacher's: what KD minimises, read on the test split."""
+    return float(_kl_terms(teacher_probs, probs).mean())
+
+
+def confidence_correlation(confidence, teacher_confidence) -> float:
+    """Pearson correlation of the student's confidence with the teacher's over the examples: whether the student is
+    sure where the teacher is. Range [-1, 1]; NaN when either is constant."""
+    mine, theirs = _vector(confidence, "confidence"), _vector(teacher_confidence, "teacher_confidence")
+    if mine.shape != theirs.shape:
+        raise UserError(f"confidence has {mine.size} values but teacher_confidence has {theirs.size}: pass one of "
+                        "each per example")
+    return float(_correlation_rows(mine[None], theirs[None])[0])
+
+
+def _kl_terms(teacher_probs, probs) -> np.ndarray:
+    zeros = np.zeros(len(teacher_probs), dtype=np.int64)
+    t_flat, starts, t_len, _ = _ragged(teacher_probs, zeros)
+    s_flat, _, s_len, _ = _ragged(probs, zeros)
+    if not np.array_equal(t_len, s_len):
+        first = int(np.flatnonzero(t_len != s_len)[0])
+        raise UserError(f"example {first} has {int(t_len[first])} teacher probabilities but {int(s_len[first])} "
+                        "student ones: score both on the same options")
+    terms = np.where(t_flat > 0, t_flat * (np.log(np.where(t_flat > 0, t_flat, 1.0))
+                                           - np.log(np.clip(s_flat, _NLL_FLOOR, None))), 0.0)
+    return np.add.reduceat(terms, starts)
+
+
+def _correlation_rows(x_rows: np.ndarray, y_rows: np.ndarray) -> np.ndarray:
+    x = x_rows - x_rows.mean(axis=1, keepdims=True)
+    y = y_rows - y_rows.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
 
 
 def reliability_table(confidence, correct, bins: int = 10, equal_mass: bool = False) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from calibration import lower_bound_scaling_ce
@@ -268,3 +269,16 @@ def test_a_near_constant_predictor_takes_the_capped_grid_and_still_agrees_with_r
     value, sigma = smECE(conf, correct, return_width=True)
     ours = M.smooth_ece(conf, correct)
     assert sigma < 0.005 and ours[1] == sigma and ours[0] == pytest.approx(value, abs=1e-4)
+
+
+def test_a_resample_that_misses_a_rare_option_position_leaves_it_out_of_classwise_ece():
+    """On a ragged task a resample can hold no example with a fifth option: that class is left out of the mean
+    (it used to make the resample NaN, silently dropped from the interval)."""
+    probs = [[0.7, 0.3]] * 30 + [[0.1, 0.2, 0.3, 0.2, 0.2]]
+    gold = [0] * 20 + [1] * 10 + [4]
+    frame = pd.DataFrame({"example_id": range(31), "gold": gold, "pred": [int(np.argmax(p)) for p in probs],
+                          "confidence": [max(p) for p in probs], "probs": probs,
+                          "correct": [int(np.argmax(p)) == g for p, g in zip(probs, gold)]})
+    without_the_long_one = np.array([list(range(30)) + [0]])
+    got = M._block_metrics(M._columns(frame), without_the_long_one, 10, False, ("classwise_ece",))["classwise_ece"]
+    assert got[0] == pytest.approx(M.classwise_ece(probs[:30] + [probs[0]], gold[:30] + [gold[0]]))
