@@ -170,14 +170,25 @@ def bootstrap(results: pd.DataFrame, frame_of: Callable[[str, str, int], pd.Data
         seeds = sorted(int(s) for s in rows["seed"])
         frames = [frame_of(method, task, seed).sort_values("example_id", kind="mergesort") for seed in seeds]
         n = len(frames[0])
-        examples = resample_indices(_rng("examples", task, n), n, n_boot)
-        picks = _rng("seeds", *seeds).integers(0, len(seeds), size=(n_boot, len(seeds)))
+        examples, picks = cell_draws(task, n, seeds, n_boot)
         per_seed = [_cell_metrics(frame, examples, bins, equal_mass) for frame in frames]
         points = [_cell_metrics(frame, np.arange(n)[None], bins, equal_mass) for frame in frames]
         point[method, task] = {m: float(np.mean([p[m][0] for p in points])) for m in CELL_METRICS}
-        values[method, task] = {m: np.mean([np.stack([p[m] for p in per_seed])[picks[:, j], np.arange(n_boot)]
-                                            for j in range(len(seeds))], axis=0) for m in CELL_METRICS}
+        values[method, task] = {m: over_seeds(np.stack([p[m] for p in per_seed]), picks) for m in CELL_METRICS}
     return Draws(point, values, n_boot)
+
+
+def cell_draws(task: str, n: int, seeds: list[int], n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """A cell's resamples: example indices, shape (n_boot, n), that depend only on the task and n, and seed picks,
+    shape (n_boot, |seeds|), that depend only on the set of seeds, so every method's cells share them."""
+    return (resample_indices(_rng("examples", task, n), n, n_boot),
+            _rng("seeds", *seeds).integers(0, len(seeds), size=(n_boot, len(seeds))))
+
+
+def over_seeds(per_seed: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Each resample's mean over its drawn seeds: `per_seed` holds (seeds, n_boot) values on the drawn examples."""
+    columns = np.arange(per_seed.shape[1])
+    return np.mean([per_seed[picks[:, j], columns] for j in range(picks.shape[1])], axis=0)
 
 
 def _cell_metrics(frame: pd.DataFrame, index: np.ndarray, bins: int, equal_mass: bool) -> dict[str, np.ndarray]:

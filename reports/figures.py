@@ -53,6 +53,7 @@ def figure_name(method: str, task: str, kind: str = "reliability") -> str:
 def import_recipes(manifest: Manifest, log=None) -> list[str]:
     """Import the module of every method the run holds, so their figures register; a module that cannot be
     imported here (a plugin not on PYTHONPATH) is skipped with a warning line, and its figures are not drawn."""
+    import trustbench.reports.agreement  # noqa: F401  (the teacher-agreement table and figure)
     import trustbench.reports.paper_figures  # noqa: F401  (the generic figures: reliability grid, acc vs ECE, ID -> OOD)
 
     log = log or (lambda line: print(line, file=sys.stderr))

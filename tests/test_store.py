@@ -131,7 +131,8 @@ def test_a_run_written_with_schema_2_rebuilds_byte_identically(tmp_path):
     """A smoke run written by trustbench at f98766b (schema 2, before one import root), reported by today's code:
     every file (tables, leaderboards, figures, report.html) is byte for byte what it was when the hashes beside
     the run were stored: by the schema-2 code itself, then again when the calibration battery added its columns,
-    +iso rows and smooth diagrams (the files it did not change kept their hashes); the run itself is not touched."""
+    +iso rows and smooth diagrams and the teacher-agreement table and figure (the files they did not change kept
+    their hashes); the run itself is not touched."""
     before = {p: p.read_bytes() for p in FIXTURE.rglob("*") if p.is_file()}
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, "-m", "trustbench", "report", str(FIXTURE), "--out", str(out)],
@@ -140,5 +141,5 @@ def test_a_run_written_with_schema_2_rebuilds_byte_identically(tmp_path):
     written = {f"./{p.relative_to(out)}": hashlib.sha256(p.read_bytes()).hexdigest()
                for p in sorted(out.rglob("*")) if p.is_file()}
     stored = dict(reversed(line.split()) for line in FIXTURE.with_suffix(".report.sha256").read_text().splitlines())
-    assert len(stored) == 172 and written == stored
+    assert len(stored) == 174 and written == stored
     assert {p: p.read_bytes() for p in FIXTURE.rglob("*") if p.is_file()} == before
