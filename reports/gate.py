@@ -69,10 +69,10 @@ class GateSettings:
                 raise UserError(f"--{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha <= 0.5):
             raise UserError(f"--alpha must be in (0, 0.5], got {self.alpha!r}: use 0.05 for a 95% one-sided bound")
-        for name, value, example in (("n-boot", self.n_boot, 2000), ("seed", self.seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (name == "n-boot"):
-                raise UserError(f"--{name} must be a {'positive' if name == 'n-boot' else 'non-negative'} integer, "
-                                f"got {value!r}: use e.g. {example}")
+        for name, value, least, kind, example in (("n-boot", self.n_boot, 1, "positive", 2000),
+                                                  ("seed", self.seed, 0, "non-negative", 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise UserError(f"--{name} must be a {kind} integer, got {value!r}: use e.g. {example}")
         if self.calibration_metric not in CALIBRATION_ERRORS:
             raise UserError(f"--calibration-metric {self.calibration_metric!r} is not a calibration error: use one "
                             f"of {', '.join(CALIBRATION_ERRORS)}")
