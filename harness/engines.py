@@ -330,9 +330,24 @@ class HFEngine(_Tokenising):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self._attach(AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval(),
+                     AutoTokenizer.from_pretrained(model_path), batch_size, max_length, progress)
+
+    @classmethod
+    def around(cls, model, tokenizer, batch_size: int = 16, max_length: int = 2048,
+               progress: bool = False) -> "HFEngine":
+        """An engine over a model already in memory, weights shared, not copied: a student that generates while it
+        trains (on-policy distillation) is sampled from its current weights, not from a checkpoint."""
+        engine = cls.__new__(cls)
+        engine._attach(model, tokenizer, batch_size, max_length, progress)
+        return engine
+
+    def _attach(self, model, tokenizer, batch_size: int, max_length: int, progress: bool) -> None:
+        import torch
+
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        self.tokenizer = tokenizer
+        self.model = model
         self.batch_size = batch_size
         self.max_length = min(max_length, getattr(self.model.config, "max_position_embeddings", max_length))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.prefix_token_id

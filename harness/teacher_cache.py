@@ -49,8 +49,16 @@ class TeacherOutputs:
 
     @property
     def mass(self) -> np.ndarray:
-        """The teacher probability each row keeps (1 for the full distribution)."""
-        return np.exp(self.logprobs.astype(np.float64)).sum(-1)
+        """The teacher probability each row keeps, each distinct id counted once (1 for the full distribution; a
+        sampled cache can hold an id twice)."""
+        probs = np.exp(self.logprobs.astype(np.float64))
+        if self.ids is None:
+            return probs.sum(-1)
+        order = np.argsort(self.ids, axis=-1, kind="stable")
+        ids = np.take_along_axis(self.ids, order, -1)
+        first = np.ones(ids.shape, dtype=bool)
+        first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+        return (np.take_along_axis(probs, order, -1) * first).sum(-1)
 
     def storage(self) -> dict:
         """Bytes of these rows (ids + log-probs) against the bytes of the full float32 distributions they replace."""

@@ -72,10 +72,14 @@ class AnswerLossTrainer(Trainer):
     The loss is `loss(logits, labels, targets)`: `logits` and `labels` are `[batch, positions, ...]` over the target
     positions (label -100 where there is none) and `targets` holds the batch's other per-target features (the
     teacher's outputs). Cross-entropy on the answer by default; distillation recipes pass their own.
+    `resample(model, inputs, step)`, when given, may replace a batch before its step (on-policy distillation: the
+    student's own samples for the gold targets); it is a function of the optimiser step, so a resumed run redraws
+    what the interrupted one drew, and `resample.summary(steps)` says what it did (kept with the training cost).
     """
 
-    def __init__(self, *args, loss: Callable | None = None, **kwargs):
+    def __init__(self, *args, loss: Callable | None = None, resample: Callable | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.resample = resample
         # our loss is a mean over one micro-batch, not scaled by `num_items_in_batch`: let Trainer divide it by the
         # gradient-accumulation steps (Llama's forward takes **kwargs, so Trainer would otherwise assume it is done)
         self.model_accepts_loss_kwargs = False
@@ -91,6 +95,11 @@ class AnswerLossTrainer(Trainer):
         loss = self.target_loss(logits, labels, targets)
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.resample is not None:
+            inputs = self.resample(model, inputs, self.state.global_step)
+        return super().training_step(model, inputs, num_items_in_batch)
+
 
 def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the target tokens (label -100 elsewhere)."""
@@ -100,12 +109,14 @@ def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainConfig, seed: int, out_dir: Path,
              log: Callable[[str], None] = print, loss: Callable | None = None,
-             targets: Sequence[dict] | None = None, work_dir: Path | None = None) -> dict:
+             targets: Sequence[dict] | None = None, work_dir: Path | None = None,
+             resample: Callable | None = None) -> dict:
     """Fine-tune `model_path` on (prompt, target) pairs and save the result (model + tokenizer) to `out_dir`.
 
     `loss` replaces the answer cross-entropy (see `AnswerLossTrainer`); `targets`, one dict per pair, adds
     per-target-token arrays (the teacher's outputs) that the loss reads. Trainer keeps a checkpoint of every epoch
-    in `work_dir` (`out_dir/trainer` by default); a run killed midway resumes from the last one.
+    in `work_dir` (`out_dir/trainer` by default); a run killed midway resumes from the last one. `resample` may
+    replace a batch before its step (see `AnswerLossTrainer`).
     """
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -131,7 +142,7 @@ def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainCo
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
     )
     trainer = AnswerLossTrainer(model=model, args=args, train_dataset=features, data_collator=LeftPadCollator(pad_id),
-                                loss=loss)
+                                loss=loss, resample=resample)
     resume = last_checkpoint(work_dir)
     if resume:
         log(f"resuming training from {resume.name} (an earlier run was interrupted)")
@@ -145,7 +156,8 @@ def finetune(model_path: Path, pairs: Sequence[tuple[str, str]], config: TrainCo
     log(f"trained on {len(features)} sequences in {seconds:.1f}s (loss {result.training_loss:.4f})")
     curve = [[entry["step"], round(entry["loss"], 6)] for entry in trainer.state.log_history if "loss" in entry]
     return {"train_seconds": round(seconds, 2), "train_tokens": int(tokens), "train_examples": len(features),
-            "train_loss": float(result.training_loss), "loss_curve": curve}
+            "train_loss": float(result.training_loss), "loss_curve": curve,
+            **(resample.summary(trainer.state.global_step) if resample else {})}
 
 
 def last_checkpoint(work_dir: Path) -> Path | None:
