@@ -15,7 +15,8 @@ from trustbench.harness.errors import UserError
 from trustbench.harness.registry import METHODS
 
 BUILTIN_MODULES = tuple(f"trustbench.baselines.{name}" for name in (
-    "prior", "teacher", "zeroshot", "finetune", "kd", "first", "elad", "cot_distill", "dualchecker", "load"))
+    "prior", "teacher", "zeroshot", "finetune", "kd", "first", "sampled_kd", "gkd", "reverse_kd", "elad",
+    "cot_distill", "dualchecker", "load"))
 REFERENCES = ("prior",)  # reference rows every run scores, whatever its suite names
 
 __all__ = ["BUILTIN_MODULES", "REFERENCES", "Context", "Method", "StudentArtifact", "available", "build", "load_builtins",

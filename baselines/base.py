@@ -210,6 +210,24 @@ def distill_data(ctx: Context, examples: list[Example], config: TrainConfig) -> 
                        [len(f["input_ids"]) - f["target_len"] for f in features])
 
 
+def teacher_distributions(ctx: Context, config: TrainConfig):
+    """The training set as `distill_data` encodes it, and the fine-tuned teacher's full next-token distributions
+    over its answers (HF engine; cached on disk, so kd, reverse_kd, gkd and sampled_kd share one extraction)."""
+    from trustbench.harness.teacher_cache import teacher_outputs
+
+    teacher = ctx.teacher().path
+    data = distill_data(ctx, ctx.train, config)
+    return data, teacher_outputs(teacher, data.sequences, data.starts, None, "hf",
+                                 lambda backend: ctx.engine(teacher, "teacher", backend), ctx.log)
+
+
+def teacher_cost(data: DistillData, cache, extra_calls: int = 0) -> dict:
+    """The cost columns of a student distilled from a teacher cache: teacher calls and tokens, and the cache's own
+    (k, kept mass, bytes, engine, speed)."""
+    return {"teacher_calls": len(data.sequences) + extra_calls, "teacher_tokens": cache.info["tokens"],
+            **cache.cost_columns()}
+
+
 def number_param(spec: MethodSpec, name: str, default: float) -> float:
     """A numeric method parameter, or a one-line UserError naming it (YAML `true` is not a number here)."""
     value = spec.params.get(name, default)
@@ -267,4 +285,5 @@ class Method:
 
 
 __all__ = ["Context", "DISTRIBUTIONS", "DistillData", "GENERATION", "Method", "SCORING", "StudentArtifact",
-           "distill_data", "model_identity", "number_param", "register_method"]
+           "distill_data", "model_identity", "number_param", "register_method", "teacher_cost",
+           "teacher_distributions"]

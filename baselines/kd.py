@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from trustbench.baselines.base import DISTRIBUTIONS, Context, Method, StudentArtifact, distill_data, number_param, register_method
+from trustbench.baselines.base import (DISTRIBUTIONS, Context, Method, StudentArtifact, number_param, register_method,
+                                      teacher_cost, teacher_distributions)
 from trustbench.harness.errors import UserError
 
 
@@ -42,18 +43,12 @@ class KD(Method):
             raise UserError(f"method {spec.name!r}: needs 0 <= alpha <= 1 and tau > 0 (got {self.alpha}, {self.tau})")
 
     def fit(self, ctx: Context) -> StudentArtifact:
-        from trustbench.harness.teacher_cache import teacher_outputs
-
         config = ctx.train_config()
-        teacher = ctx.teacher().path
-        data = distill_data(ctx, ctx.train, config)
-        outputs = teacher_outputs(teacher, data.sequences, data.starts, None, "hf",
-                                  lambda backend: ctx.engine(teacher, "teacher", backend), ctx.log)
+        data, outputs = teacher_distributions(ctx, config)
         targets = [{"teacher_logprobs": outputs.sequence(i)[1]} for i in range(len(outputs))]
         ctx.log(f"{ctx.spec.name}: distilling {ctx.suite.teacher} into {ctx.suite.student} "
                 f"(alpha {self.alpha}, tau {self.tau}, seed {ctx.seed})")
         loss = partial(kd_loss, alpha=self.alpha, tau=self.tau)
         artifact = ctx.sft("students", ctx.cache_key("kd", alpha=self.alpha, tau=self.tau), ctx.student_init,
                            ctx.train, config, ctx.seed, loss=loss, targets=targets)
-        return StudentArtifact(artifact.path, {**artifact.cost, "teacher_calls": len(data.sequences),
-                                               "teacher_tokens": outputs.info["tokens"], **outputs.cost_columns()})
+        return StudentArtifact(artifact.path, {**artifact.cost, **teacher_cost(data, outputs)})
