@@ -1,8 +1,11 @@
 """report.html: one self-contained page (inline CSS and script, base64 images, no network).
 
-Run info, the sortable leaderboard (click a header; `#sort=<table id>:<column>:asc|desc` in the address opens
-it sorted), a drill-down per task (its rows for every method and seed, and its figures; `#task-<name>` opens
-it), every results row, and any figure not tied to one task.
+It leads with the answer: the sortable leaderboard (click a header; `#sort=<table id>:<column>:asc|desc` in the
+address opens it sorted) under the chance line every cell is held against, then the summary figures (every figure
+not tied to one task, the plugins' included, captioned in words from their docstrings), the comparison, costs and
+method tables, a drill-down per task (its rows for every method and seed, and its figures; `#task-<name>` opens
+it), every results row, and last the run information and package versions. Wide tables scroll in place; a column
+whose best is shared marks the tie (`=`) rather than bolding every cell.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
 td.best { font-weight: bold; } td.avg, th.avg { border-left: 2px solid #999; }
+td.tie::after { content: " ="; color: #777; }
+div.scroll { overflow-x: auto; max-width: 100%; }
+figure img { max-width: 100%; }
 table.sortable th { cursor: pointer; user-select: none; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; } th[aria-sort="descending"]::after { content: " \\25BC"; }
 code { background: #f3f3f3; padding: 0 3px; }
@@ -77,6 +83,8 @@ SCRIPT = """
   window.addEventListener("load", function () {
     var shown = Array.prototype.filter.call(document.images, function (img) { return img.naturalWidth > 0; });
     document.body.setAttribute("data-images-loaded", String(shown.length));
+    var page = document.documentElement;  // a wide table scrolls in its own box, never the page
+    document.body.setAttribute("data-overflows", String(page.scrollWidth > page.clientWidth));
   });
 })();
 """
@@ -100,8 +108,8 @@ def _num(value: float, text: str, extra: str = "") -> str:
 
 def _table(table_id: str, head: list[str], rows: list[str], avg_cols=()) -> str:
     ths = "".join(f'<th class="avg">{_esc(h)}</th>' if h in avg_cols else f"<th>{_esc(h)}</th>" for h in head)
-    return "\n".join([f'<table class="sortable" id="{_esc(table_id)}"><thead><tr>{ths}</tr></thead><tbody>',
-                      *rows, "</tbody></table>"])
+    return "\n".join([f'<div class="scroll"><table class="sortable" id="{_esc(table_id)}"><thead><tr>{ths}</tr>'
+                      "</thead><tbody>", *rows, "</tbody></table></div>"])
 
 
 def leaderboard_html(frame: pd.DataFrame, metric: str) -> str:
@@ -109,12 +117,14 @@ def leaderboard_html(frame: pd.DataFrame, metric: str) -> str:
     part = frame[frame["metric"] == metric]
     columns = list(dict.fromkeys(part["task"]))
     averages = [c for c in columns if c.endswith(" avg")]
+    tied = set(part.loc[part["best"].astype(bool)].groupby("task").size().loc[lambda n: n > 1].index)
     rows = []
     for (rank, method), cells in part.groupby(["rank", "method"], sort=True):
         label = method + REFERENCE if cells["reference"].iloc[0] else method
         tds = [_num(rank, str(rank)), f"<td>{_esc(label)}</td>"]
         for cell in cells.itertuples(index=False):
-            extra = (" best" if cell.best else "") + (" avg" if cell.task in averages else "")
+            best = (" tie" if cell.task in tied else " best") if cell.best else ""
+            extra = best + (" avg" if cell.task in averages else "")
             tds.append(_num(cell.mean, format_cell(cell._asdict()) + marks(cell._asdict()), extra))
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return _table(f"leaderboard-{metric}", ["rank", "method"] + columns, rows, averages)
@@ -189,6 +199,25 @@ def _img(path: Path, caption: str, alt: str) -> str:
     mime = IMAGE_TYPES[Path(path).suffix]
     return (f'<figure><img src="data:{mime};base64,{data}" alt="{_esc(alt)}">'
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def caption(name: str) -> str:
+    """A figure's caption in words: the first sentence of its registered function's docstring (the file name for a
+    figure no registry knows)."""
+    from trustbench.harness.registry import FIGURES
+
+    stem = Path(name).stem
+    doc = (FIGURES.get(stem).__doc__ or "") if stem in FIGURES else ""
+    return " ".join(doc.strip().split("\n\n")[0].split()) or stem
+
+
+def chance_html(results: pd.DataFrame) -> str:
+    """What a cell must beat: each task's majority rate, and what the marks mean."""
+    rates = "; ".join(f"{_esc(task)} ({_esc(part['domain'].iloc[0].upper())}) {100 * part['majority'].iloc[0]:.1f}%"
+                      for task, part in results.groupby("task", sort=False))
+    return (f"<p><b>Against chance.</b> The majority rate of each test split (the share of its most frequent answer), "
+            f"which an accuracy must clear to mean anything: {rates}. {_esc(MARKS['at_chance'])} marks a cell whose "
+            "accuracy's 95% lower bound does not clear it; the <code>prior</code> row always gives that answer.</p>")
 
 
 def _figs(images: list[str]) -> str:
@@ -286,19 +315,25 @@ def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, 
     remaining = {Path(f).name: Path(f) for f in figures if Path(f).suffix in IMAGE_TYPES}  # a browser shows these
     leaderboard = [f"<h3>{_esc(t)}</h3>\n{leaderboard_html(frame, m)}"
                    for m, t in titles(manifest.metrics.model_dump(), frame).items()]
+    per_task = {figure_name(m, t, kind) for m in methods for t in manifest.tasks for kind in ("reliability", "smooth")}
+    summary = {name: remaining.pop(name) for name in list(remaining) if name not in per_task}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_esc(title)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>{_esc(title)}</h1>",
-        "<h2>Run</h2>",
-        _info_html(manifest, results),
         "<h2>Leaderboard</h2>",
-        f"<p>{_prose(header_line(results, manifest.scoring.model_dump()))} {_prose(RANKING)} Bold: best in its column. "
-        "Click a column header to sort.</p>",
+        chance_html(results),
+        f"<p>{_prose(header_line(results, manifest.scoring.model_dump()))} {_prose(RANKING)} Bold: the best of its "
+        "column; = : tied for best. Click a column header to sort.</p>",
         *leaderboard,
         f"<p>{_prose(FOOTNOTE)}</p>",
+    ]
+    if summary:
+        parts += ["<h2>Figures</h2>",
+                  _figs([_img(path, caption(name), name) for name, path in sorted(summary.items())])]
+    parts += [
         comparison_html(comparison),
         costs_html(manifest),
         tables_html(tables or {}),
@@ -314,7 +349,8 @@ def render_html(manifest: Manifest, results: pd.DataFrame, frame: pd.DataFrame, 
         results_table_html(results),
     ]
     if remaining:
-        parts += ["<h2>Figures</h2>",
-                  _figs([_img(p, name, name) for name, p in sorted(remaining.items())])]
+        parts += ["<h2>Other figures</h2>",
+                  _figs([_img(p, caption(name), name) for name, p in sorted(remaining.items())])]
+    parts += ["<h2>Run</h2>", _info_html(manifest, results)]
     parts += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(parts)

@@ -94,3 +94,14 @@ def test_screenshot_shows_a_task_with_its_figures(chromium, report, tmp_path):
     assert pixels.shape == (5000, 1200, 3)
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 60  # tables and text are grey; the diagrams are not
     assert colourful.mean() > 0.005
+
+
+def test_the_report_leads_with_the_answer_and_fits_the_page(chromium, report, tmp_path):
+    dom = browse(chromium, report, tmp_path, "--window-size=800,900", "--dump-dom")
+    sections = re.findall(r"<h2>(.*?)</h2>", dom)
+    assert sections[0] == "Leaderboard" and sections[1] == "Figures" and sections[-1] == "Run"
+    assert dom.index("Against chance") < dom.index('id="leaderboard-acc"')
+    assert re.search(r"<figcaption>[A-Z][^<]{20,}</figcaption>", dom)  # captions in words, not file names
+    assert 'data-overflows="false"' in dom  # wide tables scroll in place at 800 pixels
+    accuracy = re.search(r'<table[^>]*id="leaderboard-acc".*?</table>', dom, re.S).group(0)
+    assert " tie" in accuracy and " best" not in accuracy  # teacher, +ts and +iso share the best accuracy: a tie
