@@ -39,7 +39,8 @@ import numpy as np
 
 from trustbench.harness.errors import UserError
 from trustbench.harness.metrics import CALIBRATION_ERRORS, _block_metrics, _columns
-from trustbench.harness.statistics import holm, lower_bound, paired_bootstrap
+from trustbench.harness.statistics import at_chance, cell_draws, holm, interval, lower_bound, over_seeds, \
+    paired_bootstrap
 from trustbench.harness.store import Manifest, RunDir, read_cell
 
 CORRECTIONS = ("holm", "none")
@@ -104,6 +105,7 @@ class GateRow:
     acc_p: float  # share of resampled drops at or below the tolerance
     cal_p: float
     calibration_metric: str
+    at_chance: tuple[bool, bool] = (False, False)  # base, candidate: accuracy's 95% lower bound <= majority rate
     acc_regression: bool = False
     cal_regression: bool = False
 
@@ -306,7 +308,21 @@ def _gate_cell(base_method, cand_method, task, base_files, cand_files, metrics, 
     return GateRow(base_method, cand_method, task, seeds, int(base[0].conf.size), acc_base, acc_cand, cal_base,
                    cal_cand, lower_bound(drops, settings.alpha), lower_bound(rises, settings.alpha),
                    acc_p=float(np.mean(drops <= settings.max_acc_drop + _TIE)),
-                   cal_p=float(np.mean(rises <= settings.max_cal_rise + _TIE)), calibration_metric=cal)
+                   cal_p=float(np.mean(rises <= settings.max_cal_rise + _TIE)), calibration_metric=cal,
+                   at_chance=(_at_chance(base, task, seeds, settings.n_boot), _at_chance(cand, task, seeds,
+                                                                                         settings.n_boot)))
+
+
+def _at_chance(columns: list, task: str, seeds: tuple[int, ...], n_boot: int) -> bool:
+    """The leaderboard's rule on one run's cell: its accuracy's 95% interval over examples and seeds (the
+    leaderboard's resamples) does not clear the task's majority rate."""
+    if columns[0].gold is None:
+        return False  # open answers: no majority class to hold the accuracy against here
+    indices, picks = cell_draws(task, columns[0].corr.size, list(seeds), n_boot)
+    per_seed = np.stack([c.corr[indices].mean(axis=1) for c in columns])
+    point = float(np.mean([c.corr.mean() for c in columns]))
+    majority = float(np.unique(columns[0].gold, return_counts=True)[1].max() / columns[0].gold.size)
+    return at_chance(interval(point, over_seeds(per_seed, picks))[0], majority)
 
 
 def _aligned(base: list, cand: list, where: str):
@@ -365,7 +381,7 @@ def format_gate(result: GateResult) -> str:
     body = [[row.method, row.task, ",".join(map(str, row.seeds)), str(row.n),
              _pct(row.acc_base), _pct(row.acc_cand), _pct(row.acc_drop), _pct(row.acc_drop_lb), f"{row.acc_p:.3f}",
              _pct(row.cal_base), _pct(row.cal_cand), _pct(row.cal_rise), _pct(row.cal_rise_lb), f"{row.cal_p:.3f}",
-             f"REGRESSION ({row.failed})" if row.regression else "ok"] for row in result.rows]
+             _verdict(row)] for row in result.rows]
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     for cells in [header] + body:
         lines.append("  ".join(c.ljust(w) if i < 3 or i == len(cells) - 1 else c.rjust(w)
@@ -380,6 +396,12 @@ def format_gate(result: GateResult) -> str:
     else:
         lines.append(f"PASS: no regression in {len(result.rows)} cells (exit 0)")
     return "\n".join(lines)
+
+
+def _verdict(row: GateRow) -> str:
+    """ok or REGRESSION, and whether the cell sits at chance in both runs (then its accuracy carries no signal)."""
+    verdict = f"REGRESSION ({row.failed})" if row.regression else "ok"
+    return verdict + (" (at chance in both runs)" if all(row.at_chance) else "")
 
 
 def _pct(value: float) -> str:

@@ -378,3 +378,16 @@ def test_the_calibration_metric_is_the_one_named(tmp_path):
         compare_runs(base, cand, calibration_metric="acc")
     with pytest.raises(UserError, match="--correction 'bonferroni'"):
         compare_runs(base, cand, correction="bonferroni")
+
+
+def test_the_table_says_when_a_cell_sits_at_chance_in_both_runs(tmp_path):
+    """Near-chance predictions (25% on 4 options, majority about 27%) in both runs: the verdict row says so; the
+    calibrated 70%-accurate cells of `base_cells` do not."""
+    chance = {("kd", "task_a", s): predictions(acc=0.25, seed=s) for s in (0, 1)}
+    sharp = {("kd", "task_b", s): predictions(seed=10 + s) for s in (0, 1)}
+    run = write_run(tmp_path / "run", {**chance, **sharp})
+    result = compare_runs(run, run)
+    rows = {row.task: row for row in result.rows}
+    assert rows["task_a"].at_chance == (True, True) and rows["task_b"].at_chance == (False, False)
+    lines = {line.split()[1]: line for line in format_gate(result).splitlines() if line.startswith("kd ")}
+    assert lines["task_a"].endswith("ok (at chance in both runs)") and lines["task_b"].endswith("ok")
