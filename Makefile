@@ -7,7 +7,7 @@ PYTEST ?= -q
 GPU    := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 LOCK   := requirements/$(GPU).txt
 
-.PHONY: setup demo test lock clean
+.PHONY: setup demo test results lock clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml $(LOCK)
 
 demo: setup
 	$(VENV)/bin/trustbench run demo
+
+# Every published table, figure and doc page rebuilt from results/ (manifests and predictions): no model, no GPU.
+# Figures and report.html land in results/<suite>/ (ignored by git); `git diff` then shows any table that changed.
+results: setup
+	for run in results/*/; do $(VENV)/bin/trustbench report $$run || exit 1; done
+	$(VENV)/bin/trustbench pages
 
 # The report's browser test needs Debian's chromium (headless); it is installed here when missing.
 test: setup

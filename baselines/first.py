@@ -1,4 +1,6 @@
-"""`first`: FIRST (Shum et al., EMNLP 2024): top-k teacher cache + trustworthy maximization (METHODS.md 1, 4).
+"""`first`: FIRST (Shum et al., EMNLP 2024), a top-k teacher cache with trustworthy maximization.
+
+What the paper and its code say: ../shared/METHODS.md, sections 1 and 4.
 
 1. Concentrated knowledge: the fine-tuned teacher runs once, teacher-forced, over every training sequence; the top-k
    ids and log-probs at each response position are cached on disk (`harness.teacher_cache`), once for k <= 10.

@@ -1,5 +1,5 @@
 """`reverse_kd`: reverse (mode-seeking) KL from the student to the teacher at the answer positions, or its skewed
-form (DistiLLM, Ko et al., ICML 2024):
+form (DistiLLM, Ko et al., ICML 2024).
 
     loss = KL(s || skew * s + (1 - skew) * p),   averaged over answer positions
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trustbench.harness.cache import atomic_path, stable_hash, write_json
+from trustbench.harness.cache import atomic_dir, atomic_path, stable_hash, write_json
 from trustbench.harness.errors import UserError
 
 SCHEMA = 4
@@ -112,7 +112,8 @@ class Manifest(_Model):
     tasks: dict[str, TaskEntry] = {}
     methods: dict[str, MethodEntry] = {}
     versions: dict[str, str] = {}
-    git_revision: str | None = None
+    git_revision: str | None = None  # "+dirty": tracked files differed from that commit when the run started
+    machine: str = ""  # where it ran (cores, CPU, memory, GPU); empty in runs written before it was recorded
     merged_from: list[MergedFrom] = Field(default_factory=list)
     source: Source | None = None  # set for an imported run only
 
@@ -225,6 +226,36 @@ class RunDir:
         path = self.path / "rounds" / method / f"s{int(seed)}" / f"r{int(round_index)}"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def publish(source: RunDir, target: RunDir, methods, relabel: dict | None = None) -> Manifest:
+    """Copy what `trustbench report` needs from `source` into `target`: the manifest, cut to `methods` (and the
+    reference rows every run scores, and the rounds of a method in rounds), and those methods' prediction cells,
+    test and val. No checkpoint, cache or report output travels. `relabel` sets manifest fields (the publishing
+    suite's name and configuration; `machine` only where the run recorded none). `target` is replaced whole, or
+    not at all."""
+    import shutil
+
+    manifest = source.load()
+    source.check_cells(manifest)
+    unknown = sorted(set(methods) - set(manifest.methods))
+    if unknown:
+        raise UserError(f"{source.path} has no method {', '.join(unknown)}; it has "
+                        f"{', '.join(sorted(manifest.methods))}")
+    keep = {name: entry for name, entry in manifest.methods.items()
+            if name in set(methods) or entry.reference or entry.round_of in set(methods)}
+    relabel = dict(relabel or {})
+    if manifest.machine:
+        relabel.pop("machine", None)
+    published = manifest.model_copy(update={**relabel, "methods": keep})
+    with atomic_dir(target.path) as tmp:
+        staged = RunDir(tmp)
+        for cell in published.expected_cells():
+            destination = staged.cell_path(*cell)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source.cell_path(*cell), destination)
+        staged.save(published)
+    return published
 
 
 def examples_hash(examples) -> str:

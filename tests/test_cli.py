@@ -54,3 +54,13 @@ def test_list(what, expected):
     assert result.returncode == 0, result.stderr
     for word in expected:
         assert word in result.stdout
+
+
+def test_the_methods_listing_gives_each_recipe_one_whole_sentence():
+    result = trustbench("list", "methods")
+    rows = result.stdout.strip().splitlines()[1:]
+    assert len(rows) >= 13 and {row.split()[0] for row in rows} >= {"sampled_kd", "gkd", "reverse_kd", "first"}
+    for row in rows:
+        description = row.split(None, 1)[1]
+        assert description[0].isupper() and description.endswith((".", ".)")), row  # not cut mid-sentence
+        assert "METHODS.md" not in description and "DESIGN.md" not in description, row  # no file outside the repo

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -114,6 +115,67 @@ def report(
     from trustbench.reports import build_report
 
     typer.echo(f"report: {build_report(run_dirs, out=out, reference=reference)}")
+
+
+@app.command()
+def publish(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `trustbench run`"),
+    suite: Optional[str] = typer.Option(None, help="publish only this suite's rows (its settings hash must be the "
+                                                   "run's): a run that several suites joined is published once per "
+                                                   "suite [default: every row, under the run's own suite name]"),
+    out: Optional[Path] = typer.Option(None, help="where [default: results/<suite>]"),
+    machine: str = typer.Option("", help="the machine it ran on, for a run that did not record it (older runs)"),
+) -> None:
+    """Copy a run's manifest and prediction files (no checkpoints, no caches) into results/, where
+    `trustbench report` rebuilds every table and figure from them and `trustbench pages` writes docs/results/."""
+    import json
+
+    from trustbench.harness.config import load_suite
+    from trustbench.harness.store import RunDir, publish as publish_run
+
+    source = RunDir(run_dir)
+    manifest = source.load()
+    if suite is None:
+        name, methods, relabel = manifest.suite, list(manifest.methods), {"machine": machine}
+    else:
+        config = load_suite(suite)
+        if manifest.suite_hash != config.hash:
+            raise UserError(f"{run_dir} is not a run of suite {config.name!r} (its settings differ: another suite "
+                            "hash); publish it under the suite that wrote it")
+        name, methods = config.name, [m.name for m in config.methods if m.name in manifest.methods]
+        missing = [m.name for m in config.methods if m.name not in manifest.methods]
+        if not methods:
+            raise UserError(f"{run_dir} has none of suite {config.name!r}'s methods; run them first")
+        if missing:
+            typer.echo(f"warning: {run_dir} has no {', '.join(missing)} (of suite {config.name}): published "
+                       "without them", err=True)
+        relabel = {"suite": name, "config": json.loads(json.dumps(config.to_dict(), default=str)), "machine": machine}
+    target = RunDir(out or Path("results") / name)
+    published = publish_run(source, target, methods, relabel)
+    typer.echo(f"published: {target.path} ({len(published.methods)} methods, {len(published.expected_cells())} "
+               f"prediction files); rebuild its tables with `trustbench report {target.path}`")
+
+
+@app.command()
+def pages(
+    root: Path = typer.Option(Path("."), help="the repository: results/ and benchmarks/results/ are read there, "
+                                              "docs/ and the README's headline table written"),
+    check: bool = typer.Option(False, help="write nothing; exit 1 if a page differs from what the data gives"),
+) -> None:
+    """Write docs/results/<suite>.md for every published run, docs/measured.md from the benchmarks' result files
+    and the README's headline table, all from files in the repository (no model, seconds)."""
+    from trustbench.harness.cache import write_text
+    from trustbench.reports.pages import pages as generated
+
+    texts = generated(root)
+    differ = [path for path, text in texts.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
+    if check:
+        for path in differ:
+            typer.echo(f"out of date: {path} (run `trustbench pages`)")
+        raise typer.Exit(1 if differ else 0)
+    for path in differ:
+        write_text(path, texts[path])
+    typer.echo(f"pages: {len(differ)} written, {len(texts) - len(differ)} already up to date")
 
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -241,9 +303,18 @@ def _sizes(info: dict) -> str:
 
 
 def _first_line(obj) -> str:
-    module = sys.modules.get(getattr(obj, "__module__", ""), None)
-    doc = (module.__doc__ if module else None) or obj.__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first sentence of a recipe's documentation, whole: its package's docstring (a recipe in parts) or its
+    module's, without the leading "`name`: "."""
+    name = getattr(obj, "__module__", "")
+    recipe = ".".join(name.split(".")[:3]) if name.startswith("trustbench.baselines.") else name
+    module = sys.modules.get(recipe) or sys.modules.get(name)
+    doc = " ".join(((module.__doc__ if module else None) or obj.__doc__ or "").strip().split("\n\n")[0].split())
+    doc = re.sub(r"^`[\w-]+`: ", "", doc)
+    sentence = re.match(r"(.+?\.)(\s|$)", doc)  # the first full stop ending a sentence ("et al." does not)
+    while sentence and sentence.group(1).endswith(("al.", "e.g.", "i.e.")):
+        sentence = re.match(rf"({re.escape(sentence.group(1))}.+?\.)(\s|$)", doc)
+    text = sentence.group(1) if sentence else doc
+    return text[:1].upper() + text[1:]
 
 
 def _table(header: list[str], rows: list[list]) -> None:

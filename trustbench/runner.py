@@ -248,6 +248,7 @@ def _start_manifest(suite: Suite, run: RunDir, tasks: list[Task], methods: dict)
                             "variant (`name:` in the suite) or use a new --out folder")
     manifest.versions = _versions()
     manifest.git_revision = _git_revision()
+    manifest.machine = _machine()
     return manifest
 
 
@@ -279,8 +280,31 @@ def _versions() -> dict:
 
 
 def _git_revision() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+    """HEAD, with "+dirty" when tracked files differ from it: the code that ran is then not that commit's."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def _machine() -> str:
+    """Cores, CPU model, memory and GPU, as a published run's provenance names its machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        memory = ""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores of " \
+           f"{cpu}{memory}, {gpu}"

@@ -1,5 +1,7 @@
-"""`dualchecker`: Interactive DualChecker (Wang et al., 2024; METHODS.md 3): a prompted teacher labels the ID train
-split, and the labels train the student.
+"""`dualchecker`: Interactive DualChecker (Wang et al., 2024), where a prompted teacher labels the ID train split and
+the labels train the student.
+
+What the paper and its code say: ../shared/METHODS.md, section 3.
 
 The teacher is the suite's teacher model as it ships (few-shot prompted, not fine-tuned): a local white-box model
 or any chat model through the endpoint. The ID card's `description` is its task instruction; each example's prompt

@@ -1,4 +1,6 @@
-"""`elad`: ELAD (Zhang et al., Findings of ACL 2024): explanation-guided active distillation (METHODS.md 2).
+"""`elad`: ELAD (Zhang et al., Findings of ACL 2024), explanation-guided active distillation.
+
+What the poster and its sources say: ../shared/METHODS.md, section 2.
 
 The loop of the authors' poster (its Figure 1), on a chain-of-thought ID task with a `pool` of questions:
 

@@ -1,0 +1,52 @@
+"""Time a whole command (`make demo`, `make test` on a fresh clone) and keep the figure where the docs read it.
+
+    .venv/bin/python benchmarks/timed.py --name make_test_fresh_clone --cwd /tmp/clone -- make test
+
+writes `benchmarks/results/timed_<name>.json`: the command, where it ran (the directory, the machine, the git
+revision), when, its wall time, the largest resident set of any process it started, its exit code and the last lines
+of its output; `trustbench pages` renders it into docs/measured.md. A figure of a command that failed is kept with
+its exit code, never dropped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the result's name: benchmarks/results/timed_<name>.json")
+    parser.add_argument("--cwd", default=".", help="where to run the command")
+    parser.add_argument("--note", default="", help="what else was running, what the machine had cached")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command after --")
+    from trustbench.runner import _git_revision, _machine
+
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=args.cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+    record = {"command": " ".join(command), "cwd": os.path.abspath(args.cwd), "machine": _machine(),
+              "git_revision": _git_revision(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "wall_seconds": round(seconds, 1), "wall": f"{int(seconds // 60)} min {seconds % 60:.0f} s",
+              "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, 2),
+              "exit_code": done.returncode, "note": args.note, "output_tail": tail}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"timed_{args.name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{record['wall']} (exit {done.returncode}): {path}")
+
+
+if __name__ == "__main__":
+    main()
