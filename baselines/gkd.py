@@ -80,14 +80,13 @@ class OnPolicy:
         from trustbench.harness.engines import HFEngine
         from trustbench.harness.train import LeftPadCollator
 
-        students = HFEngine.around(model, self.teacher.tokenizer)
-        prompt_ids = [ids[mask.bool()].tolist()[:len(ids[mask.bool()]) - int((labels != -100).sum())]
-                      for ids, mask, labels in zip(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])]
+        student = HFEngine.around(model, self.teacher.tokenizer)  # distils_logits: the vocabularies are the same
+        prompt_ids = prompts_of(inputs)
         model.eval()
         try:
-            samples = students.generate([self.prompts[tuple(ids)] for ids in prompt_ids],
-                                        max_tokens=inputs["labels"].shape[1], temperature=self.temperature,
-                                        seed=self.seed * 1_000_003 + step)
+            samples = student.generate([self.prompts[tuple(ids)] for ids in prompt_ids],
+                                       max_tokens=inputs["labels"].shape[1], temperature=self.temperature,
+                                       seed=self.seed * 1_000_003 + step)
         finally:
             model.train()
         sequences = [ids + list(rows[0].token_ids) for ids, rows in zip(prompt_ids, samples)]
@@ -95,7 +94,16 @@ class OnPolicy:
         teacher = self.teacher.topk_logprobs(sequences, starts, None)
         features = [{"input_ids": seq, "target_len": len(seq) - start, "teacher_logprobs": logprobs}
                     for seq, start, (_, logprobs) in zip(sequences, starts, teacher)]
-        return LeftPadCollator(students.pad_id)(features)
+        return LeftPadCollator(student.pad_id)(features)
+
+
+def prompts_of(inputs: dict) -> list[list[int]]:
+    """Each row of a collated batch's prompt tokens: its unpadded ids less the target tokens that end them."""
+    prompts = []
+    for ids, mask, labels in zip(inputs["input_ids"], inputs["attention_mask"], inputs["labels"]):
+        kept = ids[mask.bool()].tolist()
+        prompts.append(kept[:len(kept) - int((labels != -100).sum())])
+    return prompts
 
 
 @register_method("gkd")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from trustbench.harness.errors import UserError
 from trustbench.harness.store import RunDir
 
 DERIVED = ("results.csv", "leaderboard.csv", "comparison.csv", "costs.csv")  # kept beside the predictions
@@ -49,7 +50,9 @@ def _plain(value) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        return f"{int(value):,}" if value.is_integer() and abs(value) >= 1 else f"{value:.3g}"
+        if value.is_integer() or abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
     return str(value)
 
 
@@ -89,7 +92,8 @@ def chance_rows(results: pd.DataFrame) -> list[list[str]]:
     rows = []
     for task, part in results.groupby("task", sort=False):
         prior = part.loc[part["method"] == "prior", "acc"]
-        rows.append([task, part["domain"].iloc[0].upper(), int(part["n"].max()), f"{100 * part['majority'].iloc[0]:.1f}",
+        majority = f"{100 * part['majority'].iloc[0]:.1f}"
+        rows.append([task, part["domain"].iloc[0].upper(), int(part["n"].max()), majority,
                      f"{100 * prior.mean():.1f}" if len(prior) else "–"])
     return rows
 
@@ -176,30 +180,36 @@ def index_page(folders: list[Path], unpublished: dict[str, str], version: str) -
 
 
 def headline(folder: Path) -> str:
-    """The README's table: each raw method's accuracy and ECE, ID and OOD averages, with the run's provenance."""
+    """The README's table: each raw method's accuracy per task (marked where it is at chance) and its ECE averaged
+    in and out of domain, with the run's provenance and the chance rates."""
     from trustbench.harness.calibration import is_recalibrated
     from trustbench.reports.leaderboard import format_cell, marks
 
     frame = pd.read_csv(folder / "leaderboard.csv")
-    frame = frame[~frame["method"].map(is_recalibrated) & frame["task"].isin(["ID avg", "OOD avg"])]
+    frame = frame[~frame["method"].map(is_recalibrated)]
     cells = {(r["method"], r["task"], r["metric"]): format_cell(r) + marks(r) for r in frame.to_dict("records")}
-    columns = [("ID avg", "acc"), ("ID avg", "ece"), ("OOD avg", "acc"), ("OOD avg", "ece")]
+    tasks = [t for t in dict.fromkeys(frame["task"]) if not t.endswith(" avg")]
+    domains = dict(zip(frame["task"], frame["domain"]))
+    columns = [(t, "acc") for t in tasks] + [("ID avg", "ece"), ("OOD avg", "ece")]
+    header = ["method", *(f"{t} ({domains[t].upper()}) accuracy" for t in tasks), "ID ECE", "OOD ECE"]
     rows = [[m + (" (reference)" if r else ""), *(cells.get((m, t, k), "–") for t, k in columns)]
             for m, r in dict(zip(frame["method"], frame["reference"])).items()]
     manifest = RunDir(folder).load()
     results = pd.read_csv(folder / "results.csv")
     majority = ", ".join(f"{task} {100 * part['majority'].iloc[0]:.1f}%" for task, part in
                          results.groupby("task", sort=False))
+    revision = manifest.git_revision or "?"
+    revision = revision[:12] + ("+dirty" if revision.endswith("+dirty") else "")
     return "\n".join([
         f"From `results/{folder.name}` ([its page](docs/results/{folder.name}.md)): suite `{manifest.suite}`, seeds "
-        f"{', '.join(map(str, sorted(set(results['seed']))))}, revision `{(manifest.git_revision or '?')[:12]}`, "
+        f"{', '.join(map(str, sorted(set(results['seed']))))}, revision `{revision}`, "
         f"{manifest.machine or 'machine not recorded'}, {manifest.created[:10]}. Means over seeds in %, 95% intervals "
-        f"over test examples and seeds; ECE with {manifest.metrics.bins} equal-width bins. Rows in the leaderboard's "
-        f"order (Brier score).", "",
-        _table(["method", "ID accuracy", "ID ECE", "OOD accuracy", "OOD ECE"], rows), "",
+        f"over test examples and seeds; ECE with {manifest.metrics.bins} equal-width bins, averaged over the tasks of "
+        f"a domain. Rows in the leaderboard's order (Brier score).", "",
+        _table(header, rows), "",
         f"Chance: the majority rate of each test split is {majority}; `†` marks an accuracy whose 95% lower bound "
         f"does not clear it (that cell carries no signal), `§` a calibration estimate from fewer than 300 "
-        f"predictions per seed."])
+        f"predictions per seed, `°` a prior whose frequencies come from the scored split itself (an oracle)."])
 
 
 def with_headline(readme: str, table: str) -> str:
@@ -249,6 +259,11 @@ def pages(root: Path) -> dict[Path, str]:
     """Every generated page under `root` (the repository), by path: what `trustbench pages` writes."""
     results_dir = root / "results"
     folders = published(results_dir)
+    for folder in folders:
+        missing = [name for name in DERIVED if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{folder} has no {', '.join(missing)}: run `trustbench report {folder}` first (it "
+                            "derives the tables a page is rendered from)")
     unpublished = json.loads((results_dir / "unpublished.json").read_text()) \
         if (results_dir / "unpublished.json").is_file() else {}
     out = {root / "docs" / "results" / f"{f.name}.md": run_page(f) for f in folders}

@@ -69,14 +69,14 @@ def test_an_lmeval_card_is_scored_exactly_as_lm_evals_own_hf_backend(tiny_path, 
 
 
 def test_lm_evals_own_command_line_runs_the_trustbench_model(tiny_path, hf_engine, local_task, tmp_path):
-    """The command the README documents (lm-eval's command line with the model registered), on a local task: its
+    """The command the docs document (lm-eval's command line with the model registered), on a local task: its
     `acc` is the share trustbench's own scoring of the same questions gets right."""
     import subprocess
     import sys
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "trustbench-lm-eval --model trustbench --model_args pretrained=" in readme
+    concepts = (Path(__file__).resolve().parents[1] / "docs" / "concepts.md").read_text()
+    assert "trustbench-lm-eval --model trustbench --model_args pretrained=" in concepts
     command = Path(sys.executable).parent / "trustbench-lm-eval"
     result = subprocess.run([str(command), "--model", "trustbench", "--model_args",
                              f"pretrained={tiny_path},backend=hf", "--tasks", "tiny_mc", "--include_path",

@@ -1,4 +1,4 @@
-"""The README's "Add your own method" section, run as written: its files and commands, smoke suite, report, gate,
+"""The extending page's method example (docs/extending.md), run as written: its files and commands, smoke suite, report, gate,
 from a folder that holds its own `tasks.py`, `harness.py`, `reports/` and `baselines/`."""
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    return text[text.index("## Add your own method"):text.index("## Layout")]
+    return (ROOT / "docs" / "extending.md").read_text()
 
 
 def example_files(section: str) -> dict[str, str]:
