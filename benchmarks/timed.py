@@ -4,7 +4,7 @@
 
 writes `benchmarks/results/timed_<name>.json`: the command, where it ran (the directory, the machine, the git
 revision), when, its wall time, the largest resident set of any process it started, its exit code and the last lines
-of its output; `trustbench pages` renders it into docs/measured.md. A figure of a command that failed is kept with
+of its output and of its errors (pytest's summary line is the last of its output); `trustbench pages` renders it into docs/measured.md. A figure of a command that failed is kept with
 its exit code, never dropped.
 """
 from __future__ import annotations
@@ -36,12 +36,13 @@ def main() -> None:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=args.cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+    tails = {name: text.strip().splitlines()[-4:] for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
     record = {"command": " ".join(command), "cwd": os.path.abspath(args.cwd), "machine": _machine(),
               "git_revision": _git_revision(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "wall_seconds": round(seconds, 1), "wall": f"{int(seconds // 60)} min {seconds % 60:.0f} s",
               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, 2),
-              "exit_code": done.returncode, "note": args.note, "output_tail": tail}
+              "exit_code": done.returncode, "note": args.note, "stdout_tail": tails["stdout"],
+              "stderr_tail": tails["stderr"]}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"timed_{args.name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")

@@ -230,7 +230,8 @@ def measured_page(benchmarks: Path) -> str:
              "benchmarks/<name>.py` rewrites it). Ratios are against the peer tool in the same run.", ""]
     for path in sorted(benchmarks.glob("*.json")):
         data = json.loads(path.read_text())
-        lines += [f"## `{path.stem}` (`benchmarks/{path.stem}.py`)", "",
+        script = "timed" if path.stem.startswith("timed_") else path.stem  # timed.py keeps one file per command
+        lines += [f"## `{path.stem}` (`benchmarks/{script}.py`)", "",
                   _table(["field", "value"], [[f"`{key}`", f"`{value}`"] for key, value in _flat(data)]), ""]
     return "\n".join(lines)
 

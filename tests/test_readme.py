@@ -150,3 +150,34 @@ def test_every_documented_command_and_flag_exists():
         if not helps[name] or any(flag not in helps[name] for flag in flags):
             wrong.append(f"{page}: {line}")
     assert not wrong, wrong
+
+
+def documented_parameters() -> dict[tuple[str, str], str]:
+    """(method, parameter) -> default cell, from the methods pages' parameter tables."""
+    rows = {}
+    for page in sorted((ROOT / "docs" / "methods").glob("*.md")):
+        for method, name, default in re.findall(r"^\| `(\w+)` \| `?([\w()]+)`? \| ([^|]*) \|", page.read_text(),
+                                                flags=re.M):
+            rows[method, name] = default.strip()
+    return rows
+
+
+def test_every_method_parameter_is_in_its_page_with_the_codes_default():
+    """The parameter tables of docs/methods/ against the recipes: every parameter a built-in recipe accepts has a
+    row, no row names a parameter it does not accept, and a default the code fixes is the one the row states."""
+    from trustbench import baselines
+    from trustbench.harness.config import MethodSpec
+
+    rows = documented_parameters()
+    missing, wrong = [], []
+    for name, cls in sorted(baselines.available().items()):
+        if name == "load" or not isinstance(cls, type):
+            continue  # `load` scores a checkpoint (its `path:` is on the CLI page); entry points are not ours
+        method = baselines.build(MethodSpec(name=name, method=name, params={}))
+        defaults = getattr(method, "settings", None) or {p: getattr(method, p) for p in cls.params}
+        documented = {p for m, p in rows if m == name} - {"(none)"}
+        missing += [f"{name}.{p}" for p in set(cls.params) - documented]
+        wrong += [f"{name}.{p} (not a parameter)" for p in documented - set(cls.params)]
+        wrong += [f"{name}.{p}: page says {rows[name, p]}, code {defaults[p]!r}" for p in set(cls.params) & documented
+                  if defaults.get(p) is not None and rows[name, p] != f"`{defaults[p]}`"]
+    assert not missing and not wrong, (missing, wrong)
