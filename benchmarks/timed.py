@@ -31,14 +31,14 @@ def main() -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command after --")
-    from trustbench.runner import _git_revision, _machine
+    from trustbench.runner import _machine
 
     started = time.perf_counter()
     done = subprocess.run(command, cwd=args.cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     tails = {name: text.strip().splitlines()[-4:] for name, text in (("stdout", done.stdout), ("stderr", done.stderr))}
     record = {"command": " ".join(command), "cwd": os.path.abspath(args.cwd), "machine": _machine(),
-              "git_revision": _git_revision(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "git_revision": _revision(args.cwd), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "wall_seconds": round(seconds, 1), "wall": f"{int(seconds // 60)} min {seconds % 60:.0f} s",
               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, 2),
               "exit_code": done.returncode, "note": args.note, "stdout_tail": tails["stdout"],
@@ -47,6 +47,17 @@ def main() -> None:
     path = RESULTS / f"timed_{args.name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"{record['wall']} (exit {done.returncode}): {path}")
+
+
+def _revision(cwd: str) -> str | None:
+    """The commit the command ran from (its own checkout's, `+dirty` when tracked files differed), if it is one."""
+    def git(*args):
+        return subprocess.run(["git", "-C", cwd, *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 if __name__ == "__main__":
