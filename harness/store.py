@@ -238,6 +238,10 @@ def publish(source: RunDir, target: RunDir, methods, relabel: dict | None = None
 
     manifest = source.load()
     source.check_cells(manifest)
+    replaceable = target.path.is_dir() and (target.has_manifest() or not any(target.path.iterdir()))
+    if target.path.exists() and not replaceable:
+        raise UserError(f"{target.path} exists and is not a run directory (a file, or a folder without manifest.json); "
+                        "publish into a new folder, or an earlier publication of a run, which is replaced")
     unknown = sorted(set(methods) - set(manifest.methods))
     if unknown:
         raise UserError(f"{source.path} has no method {', '.join(unknown)}; it has "

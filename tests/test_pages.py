@@ -92,3 +92,17 @@ def test_a_published_run_without_its_derived_tables_is_a_one_line_error(tmp_path
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert f"trustbench report {tmp_path / 'results' / source.name}" in done.stderr
     assert not (tmp_path / "docs").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_publish_never_replaces_what_is_not_a_run(tmp_path, kind):
+    target = tmp_path / "target"
+    if kind == "file":
+        target.write_text("keep me")
+    else:
+        target.mkdir()
+        (target / "notes.md").write_text("keep me")
+    done = subprocess.run([sys.executable, "-m", "trustbench", "publish", str(RUNS[0]), "--out", str(target)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "not a run directory" in done.stderr
+    assert (target.read_text() if kind == "file" else (target / "notes.md").read_text()) == "keep me"
